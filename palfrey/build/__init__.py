@@ -1,0 +1,1 @@
+"""From a validated Config to running objects: plan (pure), then realize (side effects)."""

@@ -1,0 +1,95 @@
+"""The `palfrey` command: argv -> resolve() -> an action. It declares no option itself."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Sequence
+
+from palfrey._version import __version__
+from palfrey.config.loader import ConfigError, Resolved, resolve
+from palfrey.config.render import to_toml
+from palfrey.config.schema import schema_text
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+
+
+def version_line() -> str:
+    return (
+        f"Running palfrey {__version__} with {platform.python_implementation()} "
+        f"{platform.python_version()} on {platform.system()}"
+    )
+
+
+def _fail(message: str, code: int = EXIT_CONFIG) -> int:
+    print(f"palfrey: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and of `python -m palfrey`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        resolved = resolve(args)
+    except ConfigError as exc:
+        early = _early_action(args)
+        return early if early is not None else _fail(exc.render())
+    for warning in resolved.warnings:
+        print(f"palfrey: warning: {warning}", file=sys.stderr)
+    return _act(resolved)
+
+
+def _early_action(args: list[str]) -> int | None:
+    """--help, --version and --print-schema work even when the config is broken."""
+    from palfrey.config.arguments import parse_args
+
+    meta = parse_args(args).meta
+    if meta.version:
+        print(version_line())
+        return EXIT_OK
+    if meta.print_schema:
+        sys.stdout.write(schema_text())
+        return EXIT_OK
+    return None
+
+
+def _act(resolved: Resolved) -> int:
+    meta = resolved.meta
+    if meta.version:
+        print(version_line())
+        return EXIT_OK
+    if meta.print_schema:
+        sys.stdout.write(schema_text())
+        return EXIT_OK
+    if meta.print_config:
+        origins = resolved.origins if meta.show_origins else None
+        sys.stdout.write(to_toml(resolved.config, origins))
+        return EXIT_OK
+    if meta.show_origins:
+        return _fail("--show-origins goes with --print-config")
+    if meta.check_config:
+        return _check(resolved)
+    if resolved.config.app is None:
+        return _fail(
+            "no app given: pass an import string such as main:app, or set 'app' in the "
+            "manifest or PALFREY_APP"
+        )
+    from palfrey.main import run_config
+
+    return run_config(resolved.config)
+
+
+def _check(resolved: Resolved) -> int:
+    from palfrey.build.check import check
+
+    problems = check(resolved.config)
+    if problems:
+        return _fail(ConfigError(problems).render())
+    source = f" ({resolved.config_file})" if resolved.config_file else ""
+    print(f"palfrey: configuration OK{source}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

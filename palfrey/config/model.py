@@ -1,0 +1,514 @@
+"""The one definition of every Palfrey option.
+
+Each field's docstring is its documentation: the CLI help, the JSON schema, the env var
+names and docs/reference/configuration.md are all generated from this module. A field
+that carries `Uvicorn(...)` metadata is a uvicorn 0.54 option and keeps uvicorn's flag,
+flat env name (`PALFREY_<PARAM>`) and default, unless its docstring says why not.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import typing
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from palfrey.config.types import VALUE_STYLE, FileMode, Header, Seconds, Size, Uvicorn
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, strict about keys, documented by docstrings."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_default=True,
+    )
+
+    def __hash__(self) -> int:
+        # Some values (the inline logging dictConfig) are dicts; hash the canonical dump.
+        return hash(self.model_dump_json())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_words(cls, data: Any) -> Any:
+        """TOML has no null, so "none" (or "null") unsets an optional key in any source."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: None
+            if isinstance(value, str)
+            and value.strip().lower() in ("none", "null")
+            and key in _optional_fields(cls)
+            else value
+            for key, value in data.items()
+        }
+
+
+@cache
+def _optional_fields(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(
+        name
+        for name, field in model.model_fields.items()
+        if type(None) in typing.get_args(field.annotation)
+    )
+
+
+class ServerSection(Section):
+    """Listeners, default response headers and the event loop."""
+
+    host: Annotated[str, Uvicorn("host")] = "127.0.0.1"
+    """Address to bind the TCP listener to. Use "::" for all IPv6 (and, on most systems,
+    IPv4) addresses, "0.0.0.0" for all IPv4 addresses."""
+
+    port: Annotated[Port, Uvicorn("port")] = 8000
+    """TCP port to bind. 0 asks the OS for a free port (the bound port is logged)."""
+
+    uds: Annotated[Path | None, Uvicorn("uds")] = None
+    """Bind a UNIX domain socket at this path instead of host/port. The socket is
+    removed when the server exits."""
+
+    uds_permissions: FileMode = 0o666
+    """File mode of the UNIX socket (octal, e.g. "660"). uvicorn always uses 0o666."""
+
+    fd: Annotated[int | None, Field(ge=0), Uvicorn("fd")] = None
+    """Serve on an already-bound listening socket inherited as this file descriptor."""
+
+    bind: tuple[str, ...] = ()
+    """Several listeners at once: "host:port", "[::1]:port", "unix:/path/to.sock" or
+    "fd://3". When set, it replaces host/port."""
+
+    systemd_socket_activation: bool = True
+    """Serve on sockets passed by systemd socket activation (LISTEN_FDS/LISTEN_PID)
+    when they are present and no other listener is configured."""
+
+    backlog: Annotated[int, Field(ge=1), Uvicorn("backlog")] = 2048
+    """Maximum number of connections waiting to be accepted (listen backlog)."""
+
+    root_path: Annotated[str, Uvicorn("root_path")] = ""
+    """ASGI root_path: the path prefix under which the app is mounted behind a proxy."""
+
+    headers: Annotated[tuple[Header, ...], Uvicorn("headers", "--header")] = ()
+    """Extra headers added to every response, each "Name: Value"."""
+
+    server_header: Annotated[bool, Uvicorn("server_header")] = True
+    """Send a "Server: palfrey" header unless the app sets one."""
+
+    date_header: Annotated[bool, Uvicorn("date_header")] = True
+    """Send a "Date" header unless the app sets one."""
+
+    loop: Annotated[str, Uvicorn("loop")] = "auto"
+    """Event loop: "auto" (uvloop when installed, else asyncio), "asyncio", "uvloop", or
+    an import string "module:function" returning an event loop factory."""
+
+    reset_contextvars: Annotated[bool, Uvicorn("reset_contextvars")] = False
+    """Run each request in a fresh contextvars context instead of a copy of the
+    server's."""
+
+    @field_validator("loop")
+    @classmethod
+    def _check_loop(cls, value: str) -> str:
+        if value in ("auto", "asyncio", "uvloop") or ":" in value:
+            return value
+        raise ValueError('expected "auto", "asyncio", "uvloop" or an import string "module:attr"')
+
+    @field_validator("bind")
+    @classmethod
+    def _check_bind(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if item.startswith(("unix:", "fd://")):
+                continue
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(
+                    f'{item!r} is not "host:port", "[::1]:port", "unix:/path" or "fd://N"'
+                )
+        return value
+
+
+class HTTPSection(Section):
+    """HTTP/1.1: the parser backend and the limits that protect it."""
+
+    backend: Annotated[Literal["auto", "h11", "httptools"], Uvicorn("http")] = "auto"
+    """HTTP/1.1 parser: "httptools" (fast, C), "h11" (pure Python) or "auto" (httptools
+    when installed). The flag and flat env also accept "h2" and "h3", which turn HTTP/2 or
+    HTTP/3 on beside HTTP/1.1."""
+
+    max_head_size: Annotated[Size, Uvicorn("h11_max_incomplete_event_size")] = 65536  # type: ignore[assignment]
+    """Largest request head (request line plus headers) in bytes; larger gets 431.
+    uvicorn's h11 default is 16 KiB and its httptools backend has no limit; Palfrey
+    applies 64 KiB to both."""
+
+    max_request_line: Annotated[int, Field(ge=64)] = 8190
+    """Longest request line (method, target, version) in bytes; longer gets 414."""
+
+    max_header_count: Annotated[int, Field(ge=1)] = 100
+    """Most header fields in one request; more gets 431."""
+
+
+class HTTP2Section(Section):
+    """HTTP/2 (h2), served on the same listeners as HTTP/1.1 when enabled."""
+
+    enabled: Annotated[bool, Uvicorn("http2")] = False
+    """Serve HTTP/2 beside HTTP/1.1: ALPN "h2" over TLS, prior knowledge and
+    "Upgrade: h2c" on cleartext. Needs the "http2" extra."""
+
+    max_concurrent_streams: Annotated[int, Field(ge=1)] = 100
+    """SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients (RFC 9113 §6.5.2)."""
+
+    initial_window_size: Annotated[int, Field(ge=0, le=2**31 - 1)] = 65535
+    """SETTINGS_INITIAL_WINDOW_SIZE for each stream, in bytes (RFC 9113 §6.9.2)."""
+
+    max_frame_size: Annotated[int, Field(ge=2**14, le=2**24 - 1)] = 16384
+    """SETTINGS_MAX_FRAME_SIZE: the largest frame payload accepted (RFC 9113 §4.2)."""
+
+    max_header_list_size: Annotated[int, Field(ge=1)] = 65536
+    """SETTINGS_MAX_HEADER_LIST_SIZE: the largest decoded header list accepted."""
+
+    ping_interval: Seconds | None = None
+    """Send a PING to idle connections this often; unset sends none."""
+
+
+class HTTP3Section(Section):
+    """HTTP/3 (aioquic) on a UDP listener beside the TCP one."""
+
+    enabled: bool = False
+    """Serve HTTP/3 on UDP and advertise it with Alt-Svc. Needs TLS and the "http3"
+    extra."""
+
+    port: Port | None = None
+    """UDP port for HTTP/3; unset uses the TCP port."""
+
+    alt_svc: bool = True
+    """Advertise HTTP/3 with an Alt-Svc header on HTTP/1.1 and HTTP/2 responses."""
+
+    idle_timeout: Seconds = 60.0
+    """Close a QUIC connection idle for this long."""
+
+
+class WebSocketSection(Section):
+    """WebSocket over HTTP/1.1 (and HTTP/2 when enabled)."""
+
+    backend: Annotated[
+        Literal["auto", "websockets", "websockets-sansio", "wsproto", "none"], Uvicorn("ws")
+    ] = "auto"
+    """WebSocket implementation: "wsproto", "websockets-sansio" (the websockets library's
+    sans-IO protocol; "websockets" is accepted as the same), "auto" (the best installed) or
+    "none" (upgrades are refused)."""
+
+    max_size: Annotated[int, Field(ge=1), Uvicorn("ws_max_size")] = 16777216
+    """Largest incoming message in bytes; larger closes the connection with 1009."""
+
+    max_queue: Annotated[int, Field(ge=1), Uvicorn("ws_max_queue")] = 32
+    """Incoming messages buffered for the app before reading from the socket pauses."""
+
+    ping_interval: Annotated[Seconds | None, Uvicorn("ws_ping_interval")] = 20.0
+    """Send a ping this often; unset sends none."""
+
+    ping_timeout: Annotated[Seconds | None, Uvicorn("ws_ping_timeout")] = 20.0
+    """Close with 1011 when a pong does not arrive within this time."""
+
+    per_message_deflate: Annotated[bool, Uvicorn("ws_per_message_deflate"), VALUE_STYLE] = True
+    """Negotiate permessage-deflate compression (RFC 7692) when the client offers it."""
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def _cert_reqs(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _CERT_REQS:
+            return int(_CERT_REQS[text])
+        if text.isdigit():
+            return int(text)
+    return value
+
+
+class TLSSection(Section):
+    """TLS for every TCP listener (and QUIC)."""
+
+    certfile: Annotated[Path | None, Uvicorn("ssl_certfile")] = None
+    """Certificate chain (PEM). Setting it turns TLS on."""
+
+    keyfile: Annotated[Path | None, Uvicorn("ssl_keyfile")] = None
+    """Private key (PEM), if not inside certfile."""
+
+    keyfile_password: Annotated[SecretStr | None, Uvicorn("ssl_keyfile_password")] = None
+    """Password of an encrypted private key. Never printed. Prefer keyfile_password_file
+    or a secrets directory over putting it in a manifest."""
+
+    keyfile_password_file: Path | None = None
+    """Read the key password from this file (e.g. a mounted Kubernetes Secret); trailing
+    newlines are ignored."""
+
+    version: Annotated[int, Uvicorn("ssl_version")] = int(ssl.PROTOCOL_TLS_SERVER)
+    """ssl module protocol constant, as uvicorn takes it. Versions below
+    minimum_version are refused whatever this says."""
+
+    minimum_version: Literal["1.2", "1.3"] = "1.2"
+    """Lowest TLS version accepted."""
+
+    cert_reqs: Annotated[
+        Literal[0, 1, 2], BeforeValidator(_cert_reqs), Uvicorn("ssl_cert_reqs")
+    ] = 0
+    """Client certificates: 0 or "none", 1 or "optional", 2 or "required" (needs
+    ca_certs)."""
+
+    ca_certs: Annotated[Path | None, Uvicorn("ssl_ca_certs")] = None
+    """CA bundle (PEM) used to verify client certificates."""
+
+    ciphers: Annotated[str | None, Uvicorn("ssl_ciphers")] = None
+    """OpenSSL cipher string for TLS 1.2; unset keeps OpenSSL's secure defaults."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.certfile is not None
+
+
+class LifespanSection(Section):
+    """The ASGI lifespan protocol (startup and shutdown events)."""
+
+    mode: Annotated[Literal["auto", "on", "off"], BeforeValidator(_lower), Uvicorn("lifespan")] = (
+        "auto"
+    )
+    """"on": the app must support lifespan; "auto": use it if the app does; "off": never."""
+
+    startup_timeout: Seconds | None = 60.0
+    """Fail startup (exit 3) when the app has not completed startup within this time.
+    uvicorn waits forever."""
+
+    shutdown_timeout: Seconds | None = 30.0
+    """Stop waiting for the app's lifespan shutdown after this time."""
+
+
+def _check_trusted(value: str) -> None:
+    if value == "*" or ("/" not in value and ":" not in value and not value[:1].isdigit()):
+        return  # "*" or a literal such as a UNIX socket peer name
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not an IP address, a CIDR network or '*'") from None
+
+
+class ProxySection(Section):
+    """Trusting a reverse proxy's forwarding headers."""
+
+    headers: Annotated[bool, Uvicorn("proxy_headers")] = True
+    """Use X-Forwarded-For/Proto/Host/Port/Prefix and RFC 7239 Forwarded to set the
+    client address, scheme, host and root_path, when the peer is trusted."""
+
+    forwarded_allow_ips: Annotated[tuple[str, ...], Uvicorn("forwarded_allow_ips")] = (
+        "127.0.0.1",
+        "::1",
+    )
+    """Peers whose forwarding headers are trusted: IP addresses, CIDR networks, "*" for
+    all, or a UNIX socket path. Defaults to $FORWARDED_ALLOW_IPS when set."""
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_ips(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            _check_trusted(item)
+        return value
+
+
+class LimitsSection(Section):
+    """Load shedding and request budgets."""
+
+    concurrency: Annotated[int | None, Field(ge=1), Uvicorn("limit_concurrency")] = None
+    """Most connections and tasks at once; beyond it requests get 503."""
+
+    max_requests: Annotated[int | None, Field(ge=1), Uvicorn("limit_max_requests")] = None
+    """End the process after this many requests (the supervisor replaces it)."""
+
+    max_requests_jitter: Annotated[int, Field(ge=0), Uvicorn("limit_max_requests_jitter")] = 0
+    """Add a random 0..N to max_requests so workers do not all recycle at once."""
+
+    max_body_size: Size | None = None
+    """Largest request body accepted, in bytes; larger gets 413. Unset: no limit."""
+
+
+class TimeoutsSection(Section):
+    """Timeouts that bound idle and slow connections and shutdown."""
+
+    keep_alive: Annotated[Seconds, Uvicorn("timeout_keep_alive")] = 5.0
+    """Close a keep-alive connection idle for this long between requests. Keep it longer
+    than your load balancer's idle timeout."""
+
+    header_read: Seconds | None = 30.0
+    """Close a connection whose request head has not fully arrived within this time
+    (slowloris protection); it also bounds a new connection's first byte."""
+
+    graceful_shutdown: Annotated[Seconds | None, Uvicorn("timeout_graceful_shutdown")] = 30.0
+    """On shutdown, wait this long for in-flight requests before cancelling them.
+    uvicorn's default waits forever; set "none" for that."""
+
+
+class WorkersSection(Section):
+    """Worker processes."""
+
+    count: Annotated[int, Field(ge=1), Uvicorn("workers")] = 1
+    """Number of worker processes. Defaults to $WEB_CONCURRENCY when set."""
+
+    healthcheck_timeout: Annotated[Seconds, Uvicorn("timeout_worker_healthcheck")] = 5.0
+    """A worker that does not answer a health ping within this time is replaced."""
+
+
+class ReloadSection(Section):
+    """Development auto-reload on file changes."""
+
+    enabled: Annotated[bool, Uvicorn("reload")] = False
+    """Restart the server when watched files change. For development only."""
+
+    dirs: Annotated[tuple[str, ...], Uvicorn("reload_dirs", "--reload-dir")] = ()
+    """Directories to watch; unset watches the current directory."""
+
+    includes: Annotated[tuple[str, ...], Uvicorn("reload_includes", "--reload-include")] = ()
+    """Glob patterns of files to watch; unset means "*.py"."""
+
+    excludes: Annotated[tuple[str, ...], Uvicorn("reload_excludes", "--reload-exclude")] = ()
+    """Glob patterns of files to ignore; unset means ".*, .py[cod], .sw.*, ~*"."""
+
+    delay: Annotated[Seconds, Uvicorn("reload_delay")] = 0.25
+    """Seconds to wait between checks / to batch changes before restarting."""
+
+
+class LoggingSection(Section):
+    """Server and access logs."""
+
+    level: Annotated[
+        Literal["critical", "error", "warning", "info", "debug", "trace"],
+        BeforeValidator(_lower),
+        Uvicorn("log_level"),
+    ] = "info"
+    """Log level; "trace" also logs every ASGI message."""
+
+    config: Annotated[Path | None, Uvicorn("log_config")] = None
+    """A logging config file: .json or .yaml for dictConfig, anything else for the
+    INI fileConfig format."""
+
+    dict_config: dict[str, Any] | None = None
+    """An inline logging.config.dictConfig table, as an alternative to config."""
+
+    access_log: Annotated[bool, Uvicorn("access_log")] = True
+    """Write one access-log line per request."""
+
+    use_colors: Annotated[bool | None, Uvicorn("use_colors")] = None
+    """Colour log output; unset colours only when writing to a terminal."""
+
+
+class Config(Section):
+    """Everything Palfrey needs to serve an app. Build it with palfrey.load_config()."""
+
+    app: Annotated[str | None, Uvicorn("app")] = None
+    """The ASGI app as an import string "module:attribute" (attributes may be dotted)."""
+
+    factory: Annotated[bool, Uvicorn("factory")] = False
+    """Treat app as a factory: call it with no arguments to get the ASGI app."""
+
+    app_dir: Annotated[str, Uvicorn("app_dir")] = ""
+    """Directory put first on sys.path before importing the app; "" is the current
+    directory."""
+
+    interface: Annotated[Literal["auto", "asgi3", "asgi2", "wsgi"], Uvicorn("interface")] = "auto"
+    """Application interface; "auto" tells ASGI 3 from ASGI 2 by the app's signature."""
+
+    env_file: Annotated[Path | None, Uvicorn("env_file")] = None
+    """A dotenv file loaded into the environment before any other setting is read.
+    Variables already set in the environment win."""
+
+    server: ServerSection = ServerSection()
+    http: HTTPSection = HTTPSection()
+    http2: HTTP2Section = HTTP2Section()
+    http3: HTTP3Section = HTTP3Section()
+    websocket: WebSocketSection = WebSocketSection()
+    tls: TLSSection = TLSSection()
+    lifespan: LifespanSection = LifespanSection()
+    proxy: ProxySection = ProxySection()
+    limits: LimitsSection = LimitsSection()
+    timeouts: TimeoutsSection = TimeoutsSection()
+    workers: WorkersSection = WorkersSection()
+    reload: ReloadSection = ReloadSection()
+    logging: LoggingSection = LoggingSection()
+
+    @model_validator(mode="after")
+    def _no_contradictions(self, info: ValidationInfo) -> Config:
+        if info.context and info.context.get("defer_contradictions"):
+            return self
+        problems = contradictions(self)
+        if problems:
+            raise ValueError("; ".join(message for _, message in problems))
+        return self
+
+
+def contradictions(config: Config) -> list[tuple[tuple[str, ...], str]]:
+    """Settings that are each valid but cannot hold together: (the keys involved, why)."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    server = config.server
+
+    def add(keys: tuple[str, ...], message: str) -> None:
+        found.append((keys, message))
+
+    if config.reload.enabled and config.workers.count > 1:
+        add(
+            ("reload.enabled", "workers.count"),
+            "reload needs a single process: turn reload off or set workers.count to 1",
+        )
+    if server.uds is not None and server.fd is not None:
+        add(("server.uds", "server.fd"), "choose one listener: server.uds or server.fd, not both")
+    for key in ("uds", "fd"):
+        if getattr(server, key) is not None and "port" in server.model_fields_set:
+            add(
+                (f"server.{key}", "server.port"),
+                f"server.{key} replaces the TCP listener, so server.port has no effect: remove one",
+            )
+    if config.http3.enabled and not config.tls.enabled:
+        add(("http3.enabled", "tls.certfile"), "HTTP/3 needs TLS: set tls.certfile and tls.keyfile")
+    if config.tls.keyfile is not None and config.tls.certfile is None:
+        add(("tls.keyfile", "tls.certfile"), "tls.keyfile needs tls.certfile")
+    if config.tls.keyfile_password is not None and config.tls.keyfile_password_file is not None:
+        add(
+            ("tls.keyfile_password", "tls.keyfile_password_file"),
+            "give the key password once: tls.keyfile_password or tls.keyfile_password_file",
+        )
+    if config.tls.cert_reqs != 0 and config.tls.ca_certs is None:
+        add(
+            ("tls.cert_reqs", "tls.ca_certs"),
+            "verifying client certificates needs tls.ca_certs (the CA bundle to trust)",
+        )
+    if config.logging.config is not None and config.logging.dict_config is not None:
+        add(
+            ("logging.config", "logging.dict_config"),
+            "give one logging configuration: logging.config (a file) or logging.dict_config",
+        )
+    return found
+
+
+SECTIONS: dict[str, type[Section]] = {
+    name: field.annotation
+    for name, field in Config.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
+}
+"""Section name -> section model, in declaration order."""

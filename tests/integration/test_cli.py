@@ -1,0 +1,130 @@
+"""The `palfrey` command as a user runs it: exit codes, messages, no tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PALFREY = str(Path(sys.executable).parent / "palfrey")
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PALFREY_", "UVICORN_"))}
+    base["COLUMNS"] = "100"
+    return subprocess.run(
+        [PALFREY, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **(env or {})},
+        cwd=cwd or ROOT,
+        check=False,
+    )
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("Running palfrey ")
+
+
+def test_help_shows_sections_and_env_names() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    assert "[http2]:" in result.stdout
+    assert "PALFREY_SERVER__PORT, PALFREY_PORT" in result.stdout
+
+
+def test_print_schema_is_the_committed_file() -> None:
+    result = run("--print-schema")
+    assert result.returncode == 0
+    assert result.stdout == (ROOT / "schemas" / "palfrey.schema.json").read_text(encoding="utf-8")
+
+
+def test_python_dash_m_works() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "palfrey", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0 and "palfrey" in result.stdout
+
+
+def test_bad_manifest_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
+    manifest = tmp_path / "palfrey.toml"
+    manifest.write_text('[server]\nprot = 1\nbacklog = "many"\n[workers]\ncount = 0\n')
+    result = run(
+        "--check-config", "--config", str(manifest), env={"PALFREY_TIMEOUTS__KEEP_ALIVE": "x"}
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "Invalid configuration (4 problems)" in result.stderr
+    assert f"{manifest}:2: unknown key 'server.prot'. Did you mean 'server.port'?" in result.stderr
+    assert "PALFREY_TIMEOUTS__KEEP_ALIVE" in result.stderr
+
+
+def test_check_config_reports_missing_files(tmp_path: Path) -> None:
+    result = run(
+        "--check-config",
+        "main:app",
+        "--ssl-certfile",
+        str(tmp_path / "cert.pem"),
+        "--log-config",
+        str(tmp_path / "log.json"),
+    )
+    assert result.returncode == 2
+    assert "'tls.certfile': file not found" in result.stderr
+    assert "'logging.config': file not found" in result.stderr
+
+
+def test_print_config_with_origins(tmp_path: Path) -> None:
+    manifest = tmp_path / "palfrey.toml"
+    manifest.write_text('app = "main:app"\n[server]\nport = 9000\n')
+    result = run(
+        "--print-config", "--show-origins", "--config", str(manifest), "--workers", "3",
+        env={"PALFREY_HOST": "0.0.0.0"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"port = 9000  # {manifest}:3" in lines
+    assert 'host = "0.0.0.0"  # PALFREY_HOST' in lines
+    assert "count = 3  # --workers" in lines
+    assert "# backlog = 2048  # default" in lines
+
+
+def test_print_config_output_feeds_back(tmp_path: Path) -> None:
+    first = run("--print-config", "main:app", "--port", "9100", "--http", "h2")
+    manifest = tmp_path / "printed.toml"
+    manifest.write_text(first.stdout)
+    second = run("--print-config", "--config", str(manifest))
+    assert second.returncode == 0
+    assert second.stdout == first.stdout
+
+
+def test_no_app_is_a_clear_error() -> None:
+    result = run()
+    assert result.returncode == 2
+    assert "no app given" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--bogus", "--reload-dirs"])
+def test_unknown_flag(flag: str) -> None:
+    result = run("main:app", flag, "x")
+    assert result.returncode == 2
+    assert f"unknown option {flag}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_flat_env_is_a_warning_only() -> None:
+    result = run("--print-config", "main:app", env={"PALFREY_PROT": "1"})
+    assert result.returncode == 0
+    assert "warning: PALFREY_PROT is not a Palfrey setting" in result.stderr
