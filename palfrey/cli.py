@@ -34,10 +34,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolved = resolve(args)
     except ConfigError as exc:
         early = _early_action(args)
-        return early if early is not None else _fail(exc.render())
-    for warning in resolved.warnings:
-        print(f"palfrey: warning: {warning}", file=sys.stderr)
+        if early is not None:
+            return early
+        _warn(exc.warnings)
+        return _fail(exc.render())
+    _warn(resolved.warnings)
     return _act(resolved)
+
+
+def _warn(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        print(f"palfrey: warning: {warning}", file=sys.stderr)
 
 
 def _early_action(args: list[str]) -> int | None:
@@ -83,7 +90,7 @@ def _act(resolved: Resolved) -> int:
 def _check(resolved: Resolved) -> int:
     from palfrey.build.check import check
 
-    problems = check(resolved.config)
+    problems = check(resolved.config, resolved.origins)
     if problems:
         return _fail(ConfigError(problems).render())
     source = f" ({resolved.config_file})" if resolved.config_file else ""

@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         allow_abbrev=False,
         add_help=False,
+        exit_on_error=False,
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("app", nargs="?", metavar="APP", help="The ASGI app, e.g. main:app.")
@@ -140,7 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add(group: argparse._ArgumentGroup, option: Option) -> None:
-    flag, dest, help_text = option.cli_flag, _dest(option), _help(option)
+    """One option's flag; uvicorn-named options also answer to their path-derived spelling
+    (`--workers-count` for `--workers`), hidden from --help to keep it readable."""
+    _add_flag(group, option, option.cli_flag, _help(option))
+    derived = option.derived_flag
+    if derived != option.cli_flag and option.section is not None:
+        _add_flag(group, option, derived, argparse.SUPPRESS)
+
+
+def _add_flag(
+    group: argparse._ArgumentGroup, option: Option, flag: str | None, help_text: str
+) -> None:
+    dest = _dest(option)
     assert flag is not None
     if option.kind == "bool" and option.value_style:
         group.add_argument(flag, dest=dest, nargs="?", const="true", metavar="BOOL", help=help_text)
@@ -156,39 +168,63 @@ def _known_flags(parser: argparse.ArgumentParser) -> list[str]:
     return [s for action in parser._actions for s in action.option_strings]
 
 
+def _split_unknown(
+    argv: Sequence[str], parser: argparse.ArgumentParser
+) -> tuple[list[str], list[Problem]]:
+    """Take unknown flags (and the value after one) out of argv before argparse sees it.
+
+    Otherwise `--wokers 2` leaves "2" behind to be read as APP, a second, wrong error.
+    """
+    known = set(_known_flags(parser))
+    kept: list[str] = []
+    problems: list[Problem] = []
+    tokens = list(argv)
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        flag = token.split("=", 1)[0]
+        index += 1
+        if token == "--":
+            kept.extend(tokens[index - 1 :])
+            break
+        negative_number = flag[1:].replace(".", "", 1).isdigit()
+        if not flag.startswith("-") or flag in known or flag == "-" or negative_number:
+            kept.append(token)
+            continue
+        match = difflib.get_close_matches(flag, sorted(known), n=1, cutoff=0.75)
+        hint = f" Did you mean {match[0]}?" if match else ""
+        problems.append(Problem(f"unknown option {flag}.{hint}", Origin("cli", flag)))
+        if "=" not in token and index < len(tokens) and not tokens[index].startswith("-"):
+            index += 1  # its value
+    return kept, problems
+
+
 def parse_args(argv: Sequence[str]) -> ParsedArgs:
     """Turn argv into the CLI layer, collecting every unknown flag as a problem."""
     parser = build_parser()
-    namespace, unknown = parser.parse_known_args(list(argv))
+    kept, problems = _split_unknown(argv, parser)
+    try:
+        namespace, extras = parser.parse_known_args(kept)
+    except argparse.ArgumentError as exc:  # e.g. a flag missing its value
+        flag = exc.argument_name or ""
+        problems.append(Problem(exc.message, Origin("cli", flag.split("/")[0])))
+        namespace, extras = argparse.Namespace(), []
     values = vars(namespace)
     parsed = ParsedArgs(
         meta=Meta(**{k: v for k, v in values.items() if not k.startswith("opt:") and k != "app"})
     )
-    for extra in unknown:
-        flag = extra.split("=", 1)[0]
-        if flag.startswith("-"):
-            match = difflib.get_close_matches(flag, _known_flags(parser), n=1, cutoff=0.75)
-            hint = f" Did you mean {match[0]}?" if match else ""
-            parsed.layer.problems.append(
-                Problem(f"unknown option {flag}.{hint}", Origin("cli", flag))
-            )
-        else:
-            parsed.layer.problems.append(
-                Problem(
-                    f"unexpected argument {extra!r}: only one APP can be given",
-                    Origin("cli", extra),
-                )
-            )
+    parsed.layer.problems.extend(problems)
+    for extra in extras:
+        message = f"unexpected argument {extra!r}: only one APP can be given"
+        parsed.layer.problems.append(Problem(message, Origin("cli", extra)))
     by_dest = {_dest(option): option for option in options()}
-    if "app" in values and values["app"] is not None:
+    if values.get("app") is not None:
         app = next(o for o in options() if o.path == ("app",))
         parsed.layer.values[app.path] = (values["app"], Origin("cli", "APP"))
     for dest, value in values.items():
         option = by_dest.get(dest)
-        if option is None:
-            continue
-        origin = Origin("cli", option.cli_flag or dest)
-        _put_cli(option, value, origin, parsed.layer)
+        if option is not None:
+            _put_cli(option, value, Origin("cli", option.cli_flag or dest), parsed.layer)
     return parsed
 
 

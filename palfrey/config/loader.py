@@ -32,8 +32,9 @@ from palfrey.config.sources import (
 class ConfigError(Exception):
     """The configuration is invalid; `problems` lists every reason (CLI exit code 2)."""
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    def __init__(self, problems: Sequence[Problem], warnings: Sequence[str] = ()) -> None:
         self.problems = list(problems)
+        self.warnings = tuple(warnings)
         super().__init__(self.render())
 
     def render(self) -> str:
@@ -71,6 +72,12 @@ def _loc_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
     return parts
 
 
+def _yaml_typed(origin: Origin, value: Any, choices: tuple[str, ...]) -> bool:
+    """A YAML scalar that was meant as one of the string choices (`mode: on`)."""
+    is_yaml = origin.kind == "file" and origin.source.endswith((".yaml", ".yml"))
+    return is_yaml and bool(choices) and isinstance(value, (bool, int, float))
+
+
 def _validation_problems(exc: ValidationError, merged: Layer) -> list[Problem]:
     problems = []
     for error in exc.errors(include_url=False):
@@ -78,9 +85,11 @@ def _validation_problems(exc: ValidationError, merged: Layer) -> list[Problem]:
         option = by_path().get(path)
         key = ".".join(path) or "config"
         message = error["msg"].removeprefix("Value error, ")
+        origin = merged.get(path, (None, DEFAULT))[1]
         if option is not None and not option.secret and error["type"] != "missing":
             message += f" (got {error['input']!r})"
-        origin = merged.get(path, (None, DEFAULT))[1]
+            if _yaml_typed(origin, error["input"], option.choices):
+                message += "; YAML reads on/off/yes/no and bare numbers as non-strings: quote it"
         problems.append(Problem(f"'{key}': {message}", origin))
     return problems
 
@@ -98,14 +107,20 @@ def _contradiction_problems(config: Config, merged: Layer) -> list[Problem]:
     return problems
 
 
-def _read_env_file(path: str, environ: dict[str, str], problems: list[Problem]) -> None:
-    """Load a dotenv file under the environment: variables already set win (as uvicorn)."""
+def _read_env_file(path: str, environ: dict[str, str], problems: list[Problem]) -> dict[str, str]:
+    """Load a dotenv file under the environment: variables already set win (as uvicorn).
+
+    Returns the names it set, so their origin can say which file they came from.
+    """
     if not Path(path).is_file():
         problems.append(Problem(f"env file not found: {path}", Origin("env", "env_file")))
-        return
+        return {}
+    loaded = {}
     for name, value in dotenv_values(path).items():
-        if value is not None:
-            environ.setdefault(name, value)
+        if value is not None and name not in environ:
+            environ[name] = value
+            loaded[name] = path
+    return loaded
 
 
 def _first(*candidates: tuple[Any, Origin] | None) -> Any:
@@ -113,6 +128,45 @@ def _first(*candidates: tuple[Any, Origin] | None) -> Any:
         if candidate is not None and candidate[0] is not None:
             return candidate[0]
     return None
+
+
+def _validate(merged: Layer) -> tuple[Config | None, list[Problem]]:
+    """Validate once; on errors, also look for contradictions among the valid values, so
+    one run reports everything (a bad port must not hide reload + workers)."""
+    context = {"defer_contradictions": True}
+    try:
+        config = Config.model_validate(_nest(merged), context=context)
+    except ValidationError as exc:
+        problems = _validation_problems(exc, merged)
+        bad = {_loc_path(error["loc"]) for error in exc.errors()}
+        valid = {path: item for path, item in merged.items() if path not in bad}
+        try:
+            partial = Config.model_validate(_nest(valid), context=context)
+        except ValidationError:
+            return None, problems
+        return None, problems + _contradiction_problems(partial, valid)
+    return config, _contradiction_problems(config, merged)
+
+
+def _advice(config: Config | None, env: Mapping[str, str]) -> list[str]:
+    """Settings that are legal but probably not what was meant."""
+    notes = unknown_flat_env(env)
+    for name in sorted(env):
+        if name.startswith("UVICORN_"):
+            notes.append(f"{name} is not read by Palfrey: rename it PALFREY_{name[8:]}")
+    if config is not None and not config.reload.enabled:
+        fields = config.reload.model_fields_set & {"dirs", "includes", "excludes", "delay"}
+        if fields:
+            keys = ", ".join(f"reload.{name}" for name in sorted(fields))
+            notes.append(f"{keys} has no effect without reload.enabled (--reload)")
+    return notes
+
+
+def _by_source(problem: Problem) -> tuple[int, str, int]:
+    origin = problem.origin
+    if origin is None:
+        return (1, "", 0)
+    return (0, origin.source if origin.kind == "file" else "", origin.line or 0)
 
 
 def resolve(
@@ -136,36 +190,33 @@ def resolve(
     # --env-file is read before anything else (SPEC §1), so it can hold PALFREY_* too.
     env_file = _first(parsed.layer.values.get(env_key), api.values.get(env_key))
     env_file = env_file or env.get("PALFREY_ENV_FILE")
-    if env_file:
-        _read_env_file(str(env_file), env, problems)
+    loaded = _read_env_file(str(env_file), env, problems) if env_file else {}
 
     manifest = parsed.meta.config or config_file or env.get("PALFREY_CONFIG")
     files = file_layer(Path(manifest)) if manifest else LayerResult()
     if not env_file and env_key in files.values and files.values[env_key][0]:
-        _read_env_file(str(files.values[env_key][0]), env, problems)
+        loaded = _read_env_file(str(files.values[env_key][0]), env, problems)
 
     secrets_dir = parsed.meta.secrets_dir or env.get("PALFREY_SECRETS_DIR")
     secrets = secrets_layer(Path(secrets_dir)) if secrets_dir else LayerResult()
-    layers = [platform_env_layer(env), files, secrets, env_layer(env), api, parsed.layer]
+    environment = env_layer(env, loaded_from=loaded)
+    layers = [platform_env_layer(env), files, secrets, environment, api, parsed.layer]
 
     merged: Layer = {}
     for layer in layers:
         merged.update(layer.values)
         if layer is not api and layer is not parsed.layer:
             problems.extend(layer.problems)
-    try:
-        config = Config.model_validate(_nest(merged), context={"defer_contradictions": True})
-    except ValidationError as exc:
-        raise ConfigError([*problems, *_validation_problems(exc, merged)]) from None
-    problems.extend(_contradiction_problems(config, merged))
-    if problems:
-        raise ConfigError(problems)
-    origins = {path: merged.get(path, (None, DEFAULT))[1] for path in by_path()}
+    config, found = _validate(merged)
+    problems = sorted(problems + found, key=_by_source)
+    warnings = tuple(_advice(config, env))
+    if problems or config is None:
+        raise ConfigError(problems, warnings)
     return Resolved(
         config=config,
-        origins=origins,
+        origins={path: merged.get(path, (None, DEFAULT))[1] for path in by_path()},
         meta=parsed.meta,
-        warnings=tuple(unknown_flat_env(env)),
+        warnings=warnings,
         config_file=Path(manifest) if manifest else None,
     )
 

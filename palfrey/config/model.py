@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -33,6 +34,22 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 
 def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
+
+
+def _http_backend(value: Any) -> Any:
+    if isinstance(value, str) and value not in ("auto", "h11", "httptools"):
+        custom = " (custom protocol classes are not supported)" if ":" in value else ""
+        raise ValueError(
+            f'expected "auto", "h11" or "httptools"; the --http flag and PALFREY_HTTP also '
+            f'take "h2" and "h3"{custom}'
+        )
+    return value
+
+
+def _websockets_alias(value: Any) -> Any:
+    # uvicorn's legacy "websockets" backend; Palfrey runs the same library's sans-IO
+    # protocol for it, so both spellings are one setting (and compare equal).
+    return "websockets-sansio" if value == "websockets" else value
 
 
 class Section(BaseModel):
@@ -149,7 +166,9 @@ class ServerSection(Section):
 class HTTPSection(Section):
     """HTTP/1.1: the parser backend and the limits that protect it."""
 
-    backend: Annotated[Literal["auto", "h11", "httptools"], Uvicorn("http")] = "auto"
+    backend: Annotated[
+        Literal["auto", "h11", "httptools"], BeforeValidator(_http_backend), Uvicorn("http")
+    ] = "auto"
     """HTTP/1.1 parser: "httptools" (fast, C), "h11" (pure Python) or "auto" (httptools
     when installed). The flag and flat env also accept "h2" and "h3", which turn HTTP/2 or
     HTTP/3 on beside HTTP/1.1."""
@@ -176,13 +195,13 @@ class HTTP2Section(Section):
     max_concurrent_streams: Annotated[int, Field(ge=1)] = 100
     """SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients (RFC 9113 §6.5.2)."""
 
-    initial_window_size: Annotated[int, Field(ge=0, le=2**31 - 1)] = 65535
+    initial_window_size: Annotated[Size, Field(le=2**31 - 1)] = 65535  # type: ignore[assignment]
     """SETTINGS_INITIAL_WINDOW_SIZE for each stream, in bytes (RFC 9113 §6.9.2)."""
 
-    max_frame_size: Annotated[int, Field(ge=2**14, le=2**24 - 1)] = 16384
+    max_frame_size: Annotated[Size, Field(ge=2**14, le=2**24 - 1)] = 16384  # type: ignore[assignment]
     """SETTINGS_MAX_FRAME_SIZE: the largest frame payload accepted (RFC 9113 §4.2)."""
 
-    max_header_list_size: Annotated[int, Field(ge=1)] = 65536
+    max_header_list_size: Annotated[Size, Field(ge=1)] = 65536  # type: ignore[assignment]
     """SETTINGS_MAX_HEADER_LIST_SIZE: the largest decoded header list accepted."""
 
     ping_interval: Seconds | None = None
@@ -210,13 +229,15 @@ class WebSocketSection(Section):
     """WebSocket over HTTP/1.1 (and HTTP/2 when enabled)."""
 
     backend: Annotated[
-        Literal["auto", "websockets", "websockets-sansio", "wsproto", "none"], Uvicorn("ws")
+        Literal["auto", "websockets", "websockets-sansio", "wsproto", "none"],
+        AfterValidator(_websockets_alias),
+        Uvicorn("ws"),
     ] = "auto"
     """WebSocket implementation: "wsproto", "websockets-sansio" (the websockets library's
     sans-IO protocol; "websockets" is accepted as the same), "auto" (the best installed) or
     "none" (upgrades are refused)."""
 
-    max_size: Annotated[int, Field(ge=1), Uvicorn("ws_max_size")] = 16777216
+    max_size: Annotated[Size, Field(ge=1), Uvicorn("ws_max_size")] = 16777216  # type: ignore[assignment]
     """Largest incoming message in bytes; larger closes the connection with 1009."""
 
     max_queue: Annotated[int, Field(ge=1), Uvicorn("ws_max_queue")] = 32
@@ -303,13 +324,15 @@ class LifespanSection(Section):
 
 
 def _check_trusted(value: str) -> None:
-    if value == "*" or ("/" not in value and ":" not in value and not value[:1].isdigit()):
-        return  # "*" or a literal such as a UNIX socket peer name
+    if value == "*" or value.startswith(("/", "unix:")):
+        return  # everyone, or a UNIX socket path (its peers have no address)
     try:
         ipaddress.ip_network(value, strict=False)
     except ValueError:
-        if not value.startswith("/"):
-            raise ValueError(f"{value!r} is not an IP address, a CIDR network or '*'") from None
+        raise ValueError(
+            f"{value!r} is not an IP address, a CIDR network, '*' or a UNIX socket path "
+            "(host names are not resolved)"
+        ) from None
 
 
 class ProxySection(Section):

@@ -64,12 +64,15 @@ class Option:
         return tuple(names)
 
     @property
+    def derived_flag(self) -> str:
+        """The flag spelled from the key: `http2.max_frame_size` -> `--http2-max-frame-size`."""
+        return "--" + "-".join(self.path).replace("_", "-")
+
+    @property
     def cli_flag(self) -> str | None:
         if self.path == ("app",):
             return None  # the positional APP argument
-        if self.uvicorn:
-            return self.uvicorn.cli_flag
-        return "--" + "-".join(self.path).replace("_", "-")
+        return self.uvicorn.cli_flag if self.uvicorn else self.derived_flag
 
     @property
     def default(self) -> Any:

@@ -139,9 +139,7 @@ def flatten(
             continue  # the editor directive in JSON manifests
         if not prefix and key in SECTIONS:
             if not isinstance(value, Mapping):
-                result.problems.append(
-                    Problem(f"'{key}' must be a table of settings, got {value!r}", origin_for(path))
-                )
+                result.problems.append(_not_a_table(key, value, origin_for(path)))
                 continue
             flatten(value, origin_for, result, path)
             continue
@@ -150,6 +148,14 @@ def flatten(
             result.problems.append(_unknown(path, value, origin_for(path)))
             continue
         result.values[path] = (value, origin_for(path))
+
+
+def _not_a_table(section: str, value: Any, origin: Origin) -> Problem:
+    message = f"'{section}' is a section: it must be a table of settings, got {value!r}."
+    option = by_uvicorn_param().get(section)
+    if option is not None:  # `workers = 4`, `http = "h11"`: uvicorn's flat habit
+        message += f" Did you mean '{option.key} = {json.dumps(value)}'?"
+    return Problem(message, origin)
 
 
 def _unknown(path: tuple[str, ...], value: Any, origin: Origin) -> Problem:
@@ -304,7 +310,9 @@ def put_text(option: Option, text: str, origin: Origin, result: LayerResult) -> 
     result.values[path] = (value, origin)
 
 
-def env_layer(environ: Mapping[str, str]) -> LayerResult:
+def env_layer(
+    environ: Mapping[str, str], loaded_from: Mapping[str, str] | None = None
+) -> LayerResult:
     """PALFREY_* variables: nested PALFREY_SECTION__KEY names and uvicorn's flat names.
 
     A flat name can equal a section name (PALFREY_HTTP=httptools, PALFREY_WORKERS=4,
@@ -316,7 +324,10 @@ def env_layer(environ: Mapping[str, str]) -> LayerResult:
     names = sorted((n for n in environ if n.startswith(ENV_PREFIX)), key=lambda n: "__" in n)
     for name in names:
         text = environ[name]
-        origin = Origin("env", name)
+        source = (
+            f"{name} (from {loaded_from[name]})" if loaded_from and name in loaded_from else name
+        )
+        origin = Origin("env", source)
         if name in META_ENV:
             continue
         rest = name[len(ENV_PREFIX) :]

@@ -116,7 +116,7 @@ def test_no_app_is_a_clear_error() -> None:
     assert "no app given" in result.stderr
 
 
-@pytest.mark.parametrize("flag", ["--bogus", "--reload-dirs"])
+@pytest.mark.parametrize("flag", ["--bogus", "--reload-directory"])
 def test_unknown_flag(flag: str) -> None:
     result = run("main:app", flag, "x")
     assert result.returncode == 2
@@ -128,3 +128,11 @@ def test_unknown_flat_env_is_a_warning_only() -> None:
     result = run("--print-config", "main:app", env={"PALFREY_PROT": "1"})
     assert result.returncode == 0
     assert "warning: PALFREY_PROT is not a Palfrey setting" in result.stderr
+
+
+def test_check_config_problems_name_their_source(tmp_path: Path) -> None:
+    manifest = tmp_path / "palfrey.toml"
+    manifest.write_text(f'app = "main:app"\n[tls]\ncertfile = "{tmp_path / "missing.pem"}"\n')
+    result = run("--check-config", "--config", str(manifest))
+    assert result.returncode == 2
+    assert f"{manifest}:3: 'tls.certfile': file not found" in result.stderr

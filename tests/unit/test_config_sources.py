@@ -347,3 +347,14 @@ def test_values_are_normalised() -> None:
 def test_bad_values(section: str, values: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Config.model_validate({section: values})
+
+
+def test_env_file_values_name_their_file_as_origin(tmp_path: Path) -> None:
+    env_file = write(tmp_path, "app.env", "PALFREY_WORKERS=2\n")
+    resolved = resolve(["--env-file", str(env_file)], environ={})
+    assert str(resolved.origins[("workers", "count")]) == f"PALFREY_WORKERS (from {env_file})"
+
+
+def test_reload_options_without_reload_warn() -> None:
+    resolved = resolve(["--reload-dir", "src"], environ={})
+    assert resolved.warnings == ("reload.dirs has no effect without reload.enabled (--reload)",)

@@ -1,0 +1,106 @@
+"""`palfrey --check-config`: everything that can fail at startup, checked without binding.
+
+Files exist and parse, the TLS context loads with its key and password, the named
+backends are installed, and the app imports. Every problem is collected, none raised.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from palfrey.build.registry import missing_backends
+from palfrey.build.tls import TLSConfigError, create_ssl_context
+from palfrey.config.model import Config
+from palfrey.config.sources import Origin, Problem
+
+Origins = Mapping[tuple[str, ...], Origin]
+
+
+def _files(config: Config) -> list[tuple[str, Path]]:
+    candidates = {
+        "tls.certfile": config.tls.certfile,
+        "tls.keyfile": config.tls.keyfile,
+        "tls.ca_certs": config.tls.ca_certs,
+        "tls.keyfile_password_file": config.tls.keyfile_password_file,
+        "logging.config": config.logging.config,
+        "env_file": config.env_file,
+    }
+    return [(key, path) for key, path in candidates.items() if path is not None]
+
+
+def _missing_files(config: Config, origins: Origins) -> list[Problem]:
+    return [
+        Problem(f"'{key}': file not found: {path}", _origin(origins, key))
+        for key, path in _files(config)
+        if not path.is_file()
+    ]
+
+
+def _origin(origins: Origins, key: str) -> Origin | None:
+    origin = origins.get(tuple(key.split(".")))
+    return origin if origin is not None and origin.kind != "default" else None
+
+
+def _log_config_problem(path: Path) -> Problem | None:
+    """Parse a --log-config file the way configure_logging will read it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            json.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            yaml.safe_load(text)
+        else:
+            configparser.ConfigParser().read_string(text)
+    except (ValueError, yaml.YAMLError, configparser.Error) as exc:
+        return Problem(f"'logging.config': {path} cannot be parsed: {exc}")
+    return None
+
+
+def _directories(config: Config) -> list[Problem]:
+    problems = []
+    uds = config.server.uds
+    if uds is not None and not uds.parent.is_dir():
+        problems.append(Problem(f"'server.uds': directory does not exist: {uds.parent}"))
+    for directory in config.reload.dirs:
+        if config.reload.enabled and not Path(directory).is_dir():
+            problems.append(Problem(f"'reload.dirs': directory does not exist: {directory}"))
+    if config.app_dir and not Path(config.app_dir).is_dir():
+        problems.append(Problem(f"'app_dir': directory does not exist: {config.app_dir}"))
+    return problems
+
+
+def check(config: Config, origins: Origins | None = None) -> list[Problem]:
+    """Every startup problem of this config, without binding a socket."""
+    origins = origins or {}
+    problems = [*_missing_files(config, origins), *_directories(config), *missing_backends(config)]
+    if problems:
+        return problems  # later checks would only repeat these causes
+    if config.logging.config is not None:
+        problem = _log_config_problem(config.logging.config)
+        if problem:
+            problems.append(problem)
+    if config.tls.enabled:
+        try:
+            create_ssl_context(config.tls)
+        except TLSConfigError as exc:
+            problems.append(Problem(str(exc)))
+    if config.app is None:
+        problems.append(Problem("no app given: pass APP, or set 'app' or PALFREY_APP"))
+    else:
+        problems.extend(_app_problems(config))
+    return problems
+
+
+def _app_problems(config: Config) -> list[Problem]:
+    from palfrey.asgi.app_loading import AppLoadError, load_app
+
+    try:
+        load_app(config)
+    except AppLoadError as exc:
+        return [Problem(f"'app': {exc}")]
+    return []
