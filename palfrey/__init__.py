@@ -2,5 +2,7 @@
 
 from palfrey._version import __version__
 from palfrey.config import Config, ConfigError, load_config
+from palfrey.main import run
+from palfrey.server import Server
 
-__all__ = ["Config", "ConfigError", "__version__", "load_config"]
+__all__ = ["Config", "ConfigError", "Server", "__version__", "load_config", "run"]

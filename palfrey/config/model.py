@@ -435,6 +435,11 @@ class LoggingSection(Section):
     dict_config: dict[str, Any] | None = None
     """An inline logging.config.dictConfig table, as an alternative to config."""
 
+    format: Literal["text", "json"] = "text"
+    """Default log format: uvicorn-style "text" lines, or "json" (one object per line with
+    time, level, logger, message and the access-log fields). Ignored when config or
+    dict_config is set."""
+
     access_log: Annotated[bool, Uvicorn("access_log")] = True
     """Write one access-log line per request."""
 

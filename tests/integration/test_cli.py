@@ -56,7 +56,8 @@ def test_python_dash_m_works() -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 0 and "palfrey" in result.stdout
+    assert result.returncode == 0
+    assert "palfrey" in result.stdout
 
 
 def test_bad_manifest_lists_every_problem_and_exits_2(tmp_path: Path) -> None:

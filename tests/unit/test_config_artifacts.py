@@ -41,7 +41,8 @@ def test_schema_is_valid_2020_12_and_documents_every_key() -> None:
     for name, definition in schema["$defs"].items():
         for key, prop in definition["properties"].items():
             assert prop["description"], f"{name}.{key} has no description"
-            assert prop["x-env"] and prop["x-cli"], f"{name}.{key} lacks x-env/x-cli"
+            assert prop["x-env"], f"{name}.{key} lacks x-env"
+            assert prop["x-cli"], f"{name}.{key} lacks x-cli"
             assert "default" in prop, f"{name}.{key} has no default"
 
 

@@ -87,7 +87,7 @@ def test_missing_explicit_manifest_is_an_error(tmp_path: Path) -> None:
 
 
 def test_unknown_manifest_format(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown manifest format '.ini'"):
+    with pytest.raises(ConfigError, match=r"unknown manifest format '\.ini'"):
         load_config(["--config", str(write(tmp_path, "a.ini", "x"))], environ={})
 
 
@@ -137,7 +137,8 @@ def test_nested_env_names() -> None:
 )
 def test_flat_names_that_equal_a_section(name: str, value: str, check: object) -> None:
     config = load_config([], environ={name: value, "PALFREY_TLS__CERTFILE": "c.pem"})
-    assert callable(check) and check(config)
+    assert callable(check)
+    assert check(config)
 
 
 def test_flat_uvicorn_names() -> None:
@@ -269,7 +270,8 @@ def test_api_keywords_take_uvicorn_names_and_sections() -> None:
         environ={}, app="main:app", port=9004, workers=2, http="h3", tls={"certfile": "c.pem"}
     )
     assert (config.app, config.server.port, config.workers.count) == ("main:app", 9004, 2)
-    assert config.http3.enabled and config.tls.certfile == Path("c.pem")
+    assert config.http3.enabled
+    assert config.tls.certfile == Path("c.pem")
 
 
 # -- the model --------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""ASGI glue: app loading, the HTTP cycle, lifespan, adapters, proxy headers."""

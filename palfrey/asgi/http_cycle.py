@@ -1,0 +1,274 @@
+"""The ASGI HTTP request/response cycle, shared by every HTTP version.
+
+One HTTPCycle per request. It turns the app's `receive`/`send` calls into calls on an
+`HTTPChannel`, the small interface a protocol implements (HTTP/1.1 connection today, an
+HTTP/2 or HTTP/3 stream later): write the head and body, report backpressure, ask for more
+request body, and learn about disconnects. Nothing here knows about bytes on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from palfrey.protocols.context import ASGIApp, ConnectionContext, Message, Scope
+
+logger = logging.getLogger("palfrey.error")
+
+_START = "http.response.start"
+_BODY = "http.response.body"
+_PATHSEND = "http.response.pathsend"
+
+
+class ClientDisconnected(OSError):
+    """Raised by `send` once the client has gone (ASGI HTTP spec 2.4)."""
+
+
+class HTTPChannel(Protocol):
+    """What a protocol offers one request's cycle."""
+
+    write_paused: bool
+
+    def write_response(
+        self, cycle: HTTPCycle, status: int, headers: Any, body: bytes, more_body: bool
+    ) -> None:
+        """Write the head, with the first body chunk (`more_body` false: the whole body)."""
+
+    def write_body(self, cycle: HTTPCycle, body: bytes, more_body: bool) -> None:
+        """Write a later body chunk; `more_body` false ends the response."""
+
+    async def write_file(self, cycle: HTTPCycle, status: int, headers: Any, path: str) -> None:
+        """Write the head and a whole file as the body (zero-copy where possible)."""
+
+    async def drain(self) -> None:
+        """Wait until the peer accepts more data (only called while `write_paused`)."""
+
+    def want_body(self, cycle: HTTPCycle) -> None:
+        """The app waits for request body: resume reading if it was paused."""
+
+    def send_continue(self, cycle: HTTPCycle) -> None:
+        """Send `100 Continue` (RFC 9110 §10.1.1) unless the response has begun."""
+
+    def app_failed(self, cycle: HTTPCycle) -> None:
+        """The app raised after starting its response: end the exchange abruptly."""
+
+    def app_finished(self, cycle: HTTPCycle) -> None:
+        """The app returned (or raised); the cycle is done with the channel."""
+
+
+class HTTPCycle:
+    """One request: the app's receive/send and the state between them."""
+
+    __slots__ = (
+        "_body",
+        "_final_delivered",
+        "_flush",
+        "_pending",
+        "_waiter",
+        "body_received",
+        "bytes_sent",
+        "channel",
+        "complete",
+        "ctx",
+        "disconnected",
+        "expect_continue",
+        "more_body",
+        "scope",
+        "start_time",
+        "started",
+        "status",
+        "task",
+    )
+
+    def __init__(
+        self,
+        scope: Scope,
+        channel: HTTPChannel,
+        ctx: ConnectionContext,
+        *,
+        more_body: bool,
+        expect_continue: bool = False,
+    ) -> None:
+        self.scope = scope
+        self.channel = channel
+        self.ctx = ctx
+        self.more_body = more_body  # request body still to arrive
+        self.expect_continue = expect_continue
+        self._body = b""
+        self._final_delivered = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._pending: Message | None = None  # http.response.start not yet written
+        self._flush: asyncio.Handle | None = None
+        self.body_received = 0
+        self.started = False
+        self.complete = False
+        self.disconnected = False
+        self.status = 0
+        self.bytes_sent = 0
+        self.start_time = 0.0
+        self.task: asyncio.Task[None] | None = None
+
+    # -- protocol side -------------------------------------------------------------
+
+    def feed_body(self, data: bytes) -> None:
+        """Request body bytes arrived (the protocol applies backpressure via `buffered`)."""
+        self.body_received += len(data)
+        if self.complete or self.disconnected:
+            return  # response already done: the rest of the body is discarded
+        self._body = self._body + data if self._body else data
+        self._wake()
+
+    def body_done(self) -> None:
+        self.more_body = False
+        self._wake()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._body)
+
+    def finish(self) -> None:
+        """The response is complete; a waiting `receive` now reports a disconnect."""
+        self.complete = True
+        self._wake()
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the app's side ----------------------------------------------------------------
+
+    async def run(self, app: ASGIApp) -> None:
+        state = self.ctx.state
+        state.cycles.add(self)
+        try:
+            await app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            self._app_raised(exc)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        else:
+            if not self.started:
+                if not self.disconnected:
+                    logger.error("ASGI callable returned without starting response.")
+                    self._internal_error()
+            elif not self.complete and not self.disconnected:
+                logger.error("ASGI callable returned without completing response.")
+                self._fail()
+        finally:
+            state.cycles.discard(self)
+            self.channel.app_finished(self)
+
+    def _app_raised(self, exc: BaseException) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            if not self.complete:
+                self.channel.app_failed(self)
+            return
+        logger.error("Exception in ASGI application", exc_info=exc)
+        if not self.started and not self.disconnected:
+            self._internal_error()
+        elif not self.complete and not self.disconnected:
+            self._fail()
+
+    def _fail(self) -> None:
+        if self._pending is not None:
+            # Nothing is on the wire yet, so a clean 500 is still possible.
+            self._pending = None
+            self._internal_error()
+        else:
+            self.channel.app_failed(self)
+
+    def _internal_error(self) -> None:
+        self.started = True
+        self.status = 500
+        self._cancel_flush()
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+        self.channel.write_response(self, 500, headers, b"Internal Server Error", False)
+
+    async def receive(self) -> Message:
+        if self.expect_continue:
+            self.expect_continue = False
+            self.channel.send_continue(self)
+        while not (self.disconnected or self.complete):
+            if self._body or (not self.more_body and not self._final_delivered):
+                body, self._body = self._body, b""
+                self._final_delivered = not self.more_body
+                if self.more_body:
+                    self.channel.want_body(self)
+                return {"type": "http.request", "body": body, "more_body": self.more_body}
+            if self.more_body:
+                self.channel.want_body(self)
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if self.disconnected:
+            raise ClientDisconnected("the client has disconnected")
+        if self.channel.write_paused:
+            await self.channel.drain()
+            if self.disconnected:
+                raise ClientDisconnected("the client has disconnected")
+        kind = message["type"]
+        if self._pending is not None:
+            if kind == _BODY:
+                self._send_first_body(message)
+            elif kind == _PATHSEND:
+                await self._send_path(message)
+            else:
+                raise RuntimeError(f"Expected {_BODY!r}, got {kind!r}")
+        elif not self.started:
+            if kind != _START:
+                raise RuntimeError(f"Expected {_START!r}, got {kind!r}")
+            self.started = True
+            self.status = message["status"]
+            self._pending = message
+            # The head waits for the first body chunk so a small response is one write;
+            # if the app pauses before sending one, the head goes out on the next loop turn.
+            self._flush = asyncio.get_running_loop().call_soon(self._flush_head)
+        elif self.complete:
+            raise RuntimeError(f"Unexpected {kind!r} after the response completed")
+        elif kind == _BODY:
+            body = message.get("body", b"")
+            self.bytes_sent += len(body)
+            self.channel.write_body(self, body, message.get("more_body", False))
+        else:
+            raise RuntimeError(f"Expected {_BODY!r}, got {kind!r}")
+
+    def _send_first_body(self, message: Message) -> None:
+        start, self._pending = self._pending, None
+        assert start is not None
+        self._cancel_flush()
+        body = message.get("body", b"")
+        self.bytes_sent += len(body)
+        headers = start.get("headers", ())
+        self.channel.write_response(
+            self, self.status, headers, body, message.get("more_body", False)
+        )
+
+    async def _send_path(self, message: Message) -> None:
+        start, self._pending = self._pending, None
+        assert start is not None
+        self._cancel_flush()
+        path = os.fspath(message["path"])
+        await self.channel.write_file(self, self.status, start.get("headers", ()), path)
+
+    def _flush_head(self) -> None:
+        self._flush = None
+        start, self._pending = self._pending, None
+        if start is not None and not self.disconnected:
+            self.channel.write_response(self, self.status, start.get("headers", ()), b"", True)
+
+    def _cancel_flush(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None

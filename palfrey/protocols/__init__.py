@@ -1,0 +1,1 @@
+"""Protocol cores: HTTP/1.1 on h11 and httptools."""

@@ -1,0 +1,71 @@
+"""What every connection of one Server shares: the app, limits, defaults and live counters.
+
+Built once by the Server; a connection holds one reference to it, so accepting a
+connection costs no per-connection copying of settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from palfrey.protocols.http11_response import DefaultHeaders
+from palfrey.protocols.limits import HTTPLimits
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from palfrey.asgi.http_cycle import HTTPCycle
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+AccessLog = Callable[[Scope, int, int, float], None]
+"""Called once per response: (scope, status, body bytes sent, seconds taken)."""
+
+ScopeHook = Callable[[Scope], None]
+"""Rewrites a request scope in place (trusted proxy headers)."""
+
+
+@dataclass
+class ServerState:
+    """Live, mutable counters of one server process."""
+
+    connections: set[asyncio.BaseProtocol] = field(default_factory=set)
+    cycles: set[HTTPCycle] = field(default_factory=set)
+    total_requests: int = 0
+    #: Called once when `total_requests` reaches the max-requests budget.
+    on_budget_spent: Callable[[], None] | None = None
+    request_budget: int | None = None
+    shutting_down: bool = False
+
+    def count_request(self) -> None:
+        self.total_requests += 1
+        if self.request_budget is not None and self.total_requests >= self.request_budget:
+            self.request_budget = None
+            if self.on_budget_spent is not None:
+                self.on_budget_spent()
+
+
+@dataclass
+class ConnectionContext:
+    """Settings shared by every connection of a server (read-only once serving)."""
+
+    app: ASGIApp
+    state: ServerState = field(default_factory=ServerState)
+    limits: HTTPLimits = field(default_factory=HTTPLimits)
+    defaults: DefaultHeaders = field(default_factory=DefaultHeaders)
+    root_path: str = ""
+    #: Lifespan state; each request scope gets a shallow copy (ASGI lifespan §state).
+    app_state: dict[str, Any] = field(default_factory=dict)
+    concurrency: int | None = None
+    access_log: AccessLog | None = None
+    proxy: ScopeHook | None = None
+    reset_contextvars: bool = False
+    #: Extra scope["extensions"] entries advertised for every request.
+    extensions: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,605 @@
+"""The asyncio side of an HTTP/1.1 connection, shared by the h11 and httptools backends.
+
+A backend only turns bytes into four calls: `on_head`, `on_body`, `on_message_end` and
+(for bad input) a ProtocolError. Everything observable lives here, once: request checks,
+scopes, pipelining, timers, flow control, response framing and error answers. That is how
+both backends behave identically.
+
+Flow control. Writing: the transport's pause_writing/resume_writing gate the app's `send`
+(HTTPCycle awaits `drain`). Reading: the socket is paused while pipelined requests wait
+for earlier responses, and while more than `limits.body_buffer` bytes of request body sit
+unread by the app; `receive` resumes it.
+
+Timers. One timer per connection, re-armed lazily: the idle keep-alive period and the
+head-read period (slowloris) each store a start time, and the timer checks the deadline
+when it fires instead of being cancelled and re-created for every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import sys
+from collections import deque
+from typing import Any
+from urllib.parse import unquote, unquote_to_bytes
+
+from palfrey.asgi.http_cycle import HTTPCycle
+from palfrey.protocols.context import ConnectionContext, Receive, Scope, Send
+from palfrey.protocols.http11_response import (
+    CONTINUE_100,
+    chunk,
+    encode_head,
+    error_response,
+)
+from palfrey.protocols.limits import (
+    ProtocolError,
+    check_request_line,
+    inspect_headers,
+)
+from palfrey.transports.asyncio_stream import addresses, set_nodelay, tls_extension
+
+_IDLE, _HEAD, _BUSY = 0, 1, 2
+_MAX_PIPELINE = 64
+_FEED_SLICE = 16384
+_LAST_CHUNK = b"0\r\n\r\n"
+_DISCARD_LIMIT = 1 << 20  # unread body skipped to keep a connection alive
+_FILE_CHUNK = 65536
+_EAGER = sys.version_info >= (3, 12)
+_METHODS: dict[bytes, str] = {}  # bytes -> str, filled lazily (methods are a small closed set)
+
+
+async def _service_unavailable(scope: Scope, receive: Receive, send: Send) -> None:
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": b"Service Unavailable"})
+
+
+class _Exchange:
+    """Per-request state only the HTTP/1.1 connection needs."""
+
+    __slots__ = ("body_allowed", "chunked", "head_sent", "http11", "keep_alive", "remaining")
+
+    def __init__(self, http11: bool, keep_alive: bool) -> None:
+        self.http11 = http11
+        self.head_sent = False
+        self.keep_alive = keep_alive
+        self.chunked = False
+        self.remaining: int | None = None
+        self.body_allowed = True
+
+
+class HTTP11Connection(asyncio.Protocol):
+    """Everything about an HTTP/1.1 connection except turning bytes into events."""
+
+    def __init__(self, ctx: ConnectionContext) -> None:
+        self.ctx = ctx
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.cycle: HTTPCycle | None = None  # the request whose response is being written
+        self.reading: HTTPCycle | None = None  # the request whose body is being parsed
+        self.pipeline: deque[HTTPCycle] = deque()
+        self.exchanges: dict[HTTPCycle, _Exchange] = {}
+        self.write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._read_paused = False
+        self._closed = False
+        self._rejected = False
+        self._pending_error: ProtocolError | None = None
+        self._to_start: HTTPCycle | None = None
+        self._backlog: list[bytes] = []
+        self._phase = _HEAD
+        self._since = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._got_bytes = False
+        self.server: Any = None
+        self.client: Any = None
+        self.scheme = "http"
+        self.extensions: dict[str, Any] = {}
+
+    # -- to be provided by a backend -------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Parse `data`, calling on_head/on_body/on_message_end; raise ProtocolError."""
+        raise NotImplementedError
+
+    def head_pending(self) -> bool:
+        """True while part of a request head has been received."""
+        raise NotImplementedError
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.ctx.state.connections.add(self)
+        self.server, self.client = addresses(transport)
+        set_nodelay(transport)
+        tls = tls_extension(transport)
+        self.extensions = {"http.response.pathsend": {}, **self.ctx.extensions}
+        if tls is not None:
+            self.scheme = "https"
+            self.extensions["tls"] = tls
+        if self.ctx.state.shutting_down:
+            self._close()  # accepted just as the listeners closed
+            return
+        # The head-read timeout also bounds how long a new connection may stay silent.
+        self._arm(_HEAD)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.ctx.state.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for cycle in (self.cycle, self.reading, *self.pipeline):
+            if cycle is not None and not cycle.complete:
+                cycle.disconnect()
+        self.pipeline.clear()
+        self._wake_drain()
+
+    def data_received(self, data: bytes) -> None:
+        if self._rejected:
+            return
+        if self._backlog or len(self.pipeline) >= _MAX_PIPELINE:
+            self._backlog.append(data)
+            self._pause_reading()
+            return
+        self._got_bytes = True
+        try:
+            if len(data) <= _FEED_SLICE or self.reading is not None:
+                self.feed(data)
+            else:
+                self._feed_slices(data)
+        except ProtocolError as exc:
+            self._reject(exc)
+        if self._to_start is not None:
+            cycle, self._to_start = self._to_start, None
+            self._run(cycle)
+        if self.cycle is None and self._phase == _IDLE and self.head_pending():
+            self._arm(_HEAD)
+
+    def _feed_slices(self, data: bytes) -> None:
+        # Many tiny pipelined requests in one read must not queue without bound.
+        view = memoryview(data)
+        for start in range(0, len(data), _FEED_SLICE):
+            if len(self.pipeline) >= _MAX_PIPELINE:
+                self._backlog.append(bytes(view[start:]))
+                self._pause_reading()
+                return
+            self.feed(bytes(view[start : start + _FEED_SLICE]))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_drain()
+
+    # -- events from the backend -------------------------------------------------------
+
+    def on_head(
+        self, method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """A complete request head (header names lower-cased)."""
+        version = check_request_line(method, target, version)
+        http11 = version == "1.1"
+        framing = inspect_headers(headers, http11)
+        length = framing.content_length
+        limits = self.ctx.limits
+        if (
+            length is not None
+            and limits.max_body_size is not None
+            and length > limits.max_body_size
+        ):
+            raise ProtocolError(413, "Request body too large")
+        cycle = HTTPCycle(
+            self._scope(method, target, version, headers),
+            self,
+            self.ctx,
+            more_body=framing.chunked or bool(length),
+            expect_continue=framing.expect_continue,
+        )
+        self.exchanges[cycle] = _Exchange(http11, framing.keep_alive)
+        self.reading = cycle
+        self._phase = _BUSY
+        if self.cycle is None:
+            self.cycle = self._to_start = cycle
+        else:
+            self.pipeline.append(cycle)
+            self._pause_reading()
+
+    def on_body(self, data: bytes) -> None:
+        cycle = self.reading
+        if cycle is None:
+            return
+        limit = self.ctx.limits.max_body_size
+        if limit is not None and cycle.body_received + len(data) > limit:
+            raise ProtocolError(413, "Request body too large")
+        cycle.feed_body(data)
+        if cycle.complete and cycle.body_received > _DISCARD_LIMIT:
+            self._close()
+        elif cycle.buffered >= self.ctx.limits.body_buffer:
+            self._pause_reading()
+
+    def on_message_end(self) -> None:
+        cycle, self.reading = self.reading, None
+        if cycle is not None:
+            cycle.body_done()
+            if cycle.complete and self.cycle is None:
+                self._next()  # a discarded body has ended: the connection is free
+
+    # -- the scope ---------------------------------------------------------------------
+
+    def _scope(
+        self, method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]]
+    ) -> Scope:
+        if target[:1] != b"/":
+            target = _origin_form(target)
+        raw_path, _, query = target.partition(b"?")
+        if b"#" in query:
+            query = query.partition(b"#")[0]
+        if raw_path.isascii():
+            path = raw_path.decode("ascii")
+            if "%" in path:
+                path = unquote(path)
+        else:
+            path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+        ctx = self.ctx
+        root = ctx.root_path
+        if root:
+            path = root + path
+            raw_path = root.encode() + raw_path
+        name = _METHODS.get(method)
+        if name is None:
+            name = _METHODS[method] = method.decode("ascii")
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": name,
+            "root_path": root,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": headers,
+            "state": ctx.app_state.copy(),
+            "extensions": self.extensions,
+        }
+        if ctx.proxy is not None:
+            ctx.proxy(scope)
+        return scope
+
+    # -- running the app ---------------------------------------------------------------
+
+    def _run(self, cycle: HTTPCycle) -> None:
+        ctx = self.ctx
+        app = ctx.app
+        limit = ctx.concurrency
+        if limit is not None and (
+            len(ctx.state.connections) > limit or len(ctx.state.cycles) >= limit
+        ):
+            app = _service_unavailable
+        if ctx.access_log is not None:
+            cycle.start_time = self.loop.time()
+        context = contextvars.Context() if ctx.reset_contextvars else None
+        coro = cycle.run(app)
+        if _EAGER:
+            # Run the app synchronously up to its first real suspension: a hello-world
+            # response is written before this returns, with no loop round trip.
+            cycle.task = asyncio.Task(coro, loop=self.loop, context=context, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        elif context is None:
+            cycle.task = self.loop.create_task(coro)
+        else:
+            # A task copies the context current at its creation (Python 3.10 has no
+            # `context=` argument), so create it inside the fresh one.
+            cycle.task = context.run(self.loop.create_task, coro)
+
+    # -- HTTPChannel: what the cycle calls ---------------------------------------------
+
+    def write_response(
+        self, cycle: HTTPCycle, status: int, headers: Any, body: bytes, more_body: bool
+    ) -> None:
+        if self._closed or cycle is not self.cycle:
+            return
+        exchange = self.exchanges[cycle]
+        allowed = cycle.scope["method"] != "HEAD" and status not in (204, 304)
+        head = encode_head(
+            status,
+            headers,
+            self.ctx.defaults,
+            http11=exchange.http11,
+            keep_alive=exchange.keep_alive and not self.ctx.state.shutting_down,
+            body_allowed=allowed,
+            body_length=None if more_body else len(body),
+        )
+        exchange.head_sent = True
+        exchange.chunked = head.chunked
+        exchange.keep_alive = head.keep_alive
+        exchange.remaining = head.content_length
+        exchange.body_allowed = allowed
+        if not body and more_body:
+            self.transport.write(head.data)
+            return
+        self._write(exchange, body, more_body, head.data)
+        if not more_body:
+            self._complete(cycle, exchange)
+
+    def write_body(self, cycle: HTTPCycle, body: bytes, more_body: bool) -> None:
+        if self._closed or cycle is not self.cycle:
+            return
+        exchange = self.exchanges[cycle]
+        self._write(exchange, body, more_body, b"")
+        if not more_body:
+            self._complete(cycle, exchange)
+
+    def _write(self, exchange: _Exchange, body: bytes, more_body: bool, head: bytes) -> None:
+        if not exchange.body_allowed:
+            if head:
+                self.transport.write(head)
+            return
+        if exchange.remaining is not None:
+            exchange.remaining -= len(body)
+            if exchange.remaining < 0:
+                raise RuntimeError("Response content longer than Content-Length")
+            if not more_body and exchange.remaining:
+                exchange.keep_alive = False  # the body is short: the framing is broken
+        elif exchange.chunked:
+            if body:
+                body = chunk(body)
+            if not more_body:
+                body += _LAST_CHUNK
+        if len(body) < 16384:
+            self.transport.write(head + body if head else body)
+        else:
+            if head:
+                self.transport.write(head)
+            self.transport.write(body)
+
+    async def write_file(self, cycle: HTTPCycle, status: int, headers: Any, path: str) -> None:
+        if self._closed or cycle is not self.cycle:
+            return
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            exchange = self.exchanges[cycle]
+            allowed = cycle.scope["method"] != "HEAD" and status not in (204, 304)
+            head = encode_head(
+                status,
+                headers,
+                self.ctx.defaults,
+                http11=exchange.http11,
+                keep_alive=exchange.keep_alive and not self.ctx.state.shutting_down,
+                body_allowed=allowed,
+                body_length=size,
+            )
+            exchange.chunked, exchange.keep_alive = head.chunked, head.keep_alive
+            exchange.remaining, exchange.body_allowed = None, allowed
+            exchange.head_sent = True
+            self.transport.write(head.data)
+            if allowed:
+                cycle.bytes_sent = await self._send_file(file, size, head.chunked)
+        if not self._closed:
+            if allowed and head.chunked:
+                self.transport.write(_LAST_CHUNK)
+            self._complete(cycle, exchange)
+
+    async def _send_file(self, file: Any, size: int, chunked: bool) -> int:
+        if not chunked and self._can_sendfile():
+            try:
+                return await self.loop.sendfile(self.transport, file, 0, size, fallback=False)
+            except (asyncio.SendfileNotAvailableError, NotImplementedError):
+                pass
+        sent = 0
+        while not self._closed:
+            data = await self.loop.run_in_executor(None, file.read, _FILE_CHUNK)
+            if not data:
+                break
+            sent += len(data)
+            self.transport.write(chunk(data) if chunked else data)
+            if self.write_paused:
+                await self.drain()
+        return sent
+
+    def _can_sendfile(self) -> bool:
+        # Zero-copy needs a plain socket: not TLS, and an asyncio loop (uvloop has none).
+        return (
+            isinstance(self.loop, asyncio.BaseEventLoop)
+            and self.transport.get_extra_info("sslcontext") is None
+            and not self.write_paused
+        )
+
+    async def drain(self) -> None:
+        if not self.write_paused or self._closed:
+            return
+        if self._drain is None:
+            self._drain = self.loop.create_future()
+        await self._drain
+
+    def _wake_drain(self) -> None:
+        waiter, self._drain = self._drain, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def want_body(self, cycle: HTTPCycle) -> None:
+        if self._read_paused and not self.pipeline and not self._backlog and not self._rejected:
+            self._resume_reading()
+
+    def send_continue(self, cycle: HTTPCycle) -> None:
+        # Only before the final response head, and only if a body is still expected.
+        exchange = self.exchanges.get(cycle)
+        ready = exchange is not None and not exchange.head_sent and cycle.more_body
+        if ready and cycle is self.cycle and not self._closed:
+            self.transport.write(CONTINUE_100)
+
+    def app_failed(self, cycle: HTTPCycle) -> None:
+        # The response is partly written: the client must see the framing break
+        # (RFC 9112 §8: an incomplete message), so the connection ends here.
+        self._close()
+
+    def app_finished(self, cycle: HTTPCycle) -> None:
+        if cycle is self.cycle and not cycle.complete and not self._closed:
+            self._close()  # the app gave up without a response (disconnect, cancellation)
+        elif self.ctx.state.shutting_down and self.cycle is None and not self.pipeline:
+            self._close()
+
+    # -- after a response -----------------------------------------------------------
+
+    def _complete(self, cycle: HTTPCycle, exchange: _Exchange) -> None:
+        cycle.finish()
+        del self.exchanges[cycle]
+        ctx = self.ctx
+        ctx.state.count_request()
+        if ctx.access_log is not None:
+            ctx.access_log(
+                cycle.scope, cycle.status, cycle.bytes_sent, self.loop.time() - cycle.start_time
+            )
+        self.cycle = None
+        if not exchange.keep_alive or ctx.state.shutting_down:
+            self._close()
+        elif cycle is self.reading:
+            # The app answered before the request body ended. Without `100 Continue` the
+            # client may never send it (RFC 9110 §10.1.1): close. Otherwise skip the rest.
+            if cycle.expect_continue:
+                self._close()
+        else:
+            self._next()
+
+    def _next(self) -> None:
+        if self.pipeline:
+            cycle = self.cycle = self.pipeline.popleft()
+            self._run(cycle)
+            if not self.pipeline and not self._rejected:
+                self._resume_reading()
+        elif self._pending_error is not None:
+            self._send_error(self._pending_error)
+        else:
+            self._arm(_HEAD if self.head_pending() else _IDLE)
+            if self._backlog:
+                backlog, self._backlog = self._backlog, []
+                self.loop.call_soon(self._replay, backlog)
+            elif self._read_paused and not self._rejected:
+                self._resume_reading()
+
+    def _replay(self, backlog: list[bytes]) -> None:
+        for data in backlog:
+            if self._closed:
+                return
+            self.data_received(data)
+        if not self._backlog and self._read_paused and not self.pipeline:
+            self._resume_reading()
+
+    # -- refusing a request --------------------------------------------------------------
+
+    def _reject(self, exc: ProtocolError) -> None:
+        """Answer a bad request with `exc.status` after earlier responses, then close."""
+        self._rejected = True
+        self._pause_reading()
+        broken, self.reading = self.reading, None
+        if broken is not None:
+            self.exchanges.pop(broken, None)
+            if broken in self.pipeline:
+                self.pipeline.remove(broken)
+            if self._to_start is broken:
+                self._to_start = None
+                self.cycle = None
+            broken.disconnect()
+        if self.cycle is None:
+            self._send_error(exc)
+        elif self.cycle is broken:
+            if broken.started:
+                self._close()
+            else:
+                self.cycle = None
+                self._send_error(exc)
+        else:
+            self._pending_error = exc
+
+    def _send_error(self, exc: ProtocolError) -> None:
+        if not self._closed:
+            self.transport.write(error_response(exc.status, exc.reason, self.ctx.defaults))
+        self._close()
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _arm(self, phase: int) -> None:
+        self._phase = phase
+        if phase == _IDLE:
+            self._got_bytes = False
+            timeout: float | None = self.ctx.limits.keep_alive
+        else:
+            timeout = self.ctx.limits.header_read
+        if timeout is None or self._closed:
+            return
+        now = self.loop.time()
+        self._since = now
+        deadline = now + timeout
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        phase = self._phase
+        if phase == _BUSY or self._closed or self.cycle is not None:
+            return
+        limits = self.ctx.limits
+        timeout = limits.keep_alive if phase == _IDLE else limits.header_read
+        if timeout is None:
+            return
+        deadline = self._since + timeout
+        if self.loop.time() < deadline:
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+        elif phase == _HEAD and self._got_bytes and not self._rejected:
+            # RFC 9110 §15.5.9: the head did not arrive in time.
+            self._rejected = True
+            self._send_error(ProtocolError(408, "Request Timeout"))
+        else:
+            self._close()
+
+    # -- transport helpers ---------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and not self._closed:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and not self._closed:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.transport.close()
+            # connection_lost follows once buffered data is flushed; an app still running
+            # learns now that its client is gone.
+            for cycle in (self.cycle, self.reading, *self.pipeline):
+                if cycle is not None and not cycle.complete:
+                    cycle.disconnect()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close now if idle, otherwise after the current response."""
+        if self.cycle is None and self.reading is None:
+            self._close()
+
+    def abort(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.transport.abort()
+
+
+def _origin_form(target: bytes) -> bytes:
+    """The path and query of an absolute-form or asterisk-form target (RFC 9112 §3.2)."""
+    if target == b"*":
+        return target
+    rest = target.partition(b"://")[2]
+    slash = rest.find(b"/")
+    return rest[slash:] if slash >= 0 else b"/"

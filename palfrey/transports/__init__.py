@@ -1,0 +1,1 @@
+"""asyncio transports feeding the protocol cores."""
