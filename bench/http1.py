@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import http.client
 import json
 import os
@@ -62,6 +63,7 @@ STDERR_TAIL_LINES = 25
 CLIENT_BOUND_PCT = 90  # wrk CPU% from which a row is flagged as load-generator bound
 NOISY_PCT = 5  # CPU% used by other processes from which a row is flagged as noisy
 PF_KTHREAD = 0x00200000
+PR_SET_PDEATHSIG = 1
 SERVER_ENV_PREFIXES = ("PALFREY_", "UVICORN_", "GRANIAN_", "WEB_CONCURRENCY")
 
 
@@ -220,10 +222,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def user_process_times() -> dict[int, float]:
-    """utime + stime + cutime + cstime (seconds) of every user-space process.
+    """utime + stime (seconds) of every user-space process.
 
-    Including the children's times means short-lived processes that were
-    reaped during a run (e.g. a concurrent test suite's subprocesses) count too.
+    Children's times (cutime/cstime) are left out on purpose: a process reaping
+    a long-lived child would add that child's whole lifetime to one run. So
+    processes that both start and exit during a run are not counted; the
+    figure is a lower bound.
     """
     times: dict[int, float] = {}
     for entry in os.listdir("/proc"):
@@ -234,7 +238,7 @@ def user_process_times() -> dict[int, float]:
             fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[6]) & PF_KTHREAD:
                 continue
-            times[int(entry)] = sum(int(value) for value in fields[11:15]) / CLK_TCK
+            times[int(entry)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
     return times
 
 
@@ -354,6 +358,7 @@ class ServerProcess:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_harness(),
         )
         ServerProcess.live.add(self)
 
@@ -411,6 +416,23 @@ class ServerProcess:
         self.log.close()
 
 
+def _die_with_harness() -> Callable[[], None]:
+    """A ``preexec_fn`` asking the kernel to SIGTERM the child if the harness dies.
+
+    Even a SIGKILLed harness then leaves no server or wrk behind (servers shut
+    down gracefully on SIGTERM, including granian's worker processes).
+    """
+    harness = os.getpid()
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != harness:  # the harness died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def _group_members(pgid: int) -> list[int]:
     members: list[int] = []
     for entry in os.listdir("/proc"):
@@ -448,7 +470,12 @@ def run_wrk(
         server_cpu_before = cpu_seconds(server_pid)
         started = time.monotonic()
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_harness(),
         )
         status, usage, timed_out = _wait_with_rusage(proc, started + duration, 30.0)
         wall = time.monotonic() - started
