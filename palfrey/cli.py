@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from palfrey._version import __version__
+from palfrey.config.arguments import Meta, parse_args
 from palfrey.config.loader import ConfigError, Resolved, resolve
 from palfrey.config.render import to_toml
 from palfrey.config.schema import schema_text
@@ -30,12 +31,12 @@ def _fail(message: str, code: int = EXIT_CONFIG) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and of `python -m palfrey`."""
     args = list(sys.argv[1:] if argv is None else argv)
+    standalone = _standalone(parse_args(args).meta)
+    if standalone is not None:
+        return standalone
     try:
         resolved = resolve(args)
     except ConfigError as exc:
-        early = _early_action(args)
-        if early is not None:
-            return early
         _warn(exc.warnings)
         return _fail(exc.render())
     _warn(resolved.warnings)
@@ -47,11 +48,8 @@ def _warn(warnings: Sequence[str]) -> None:
         print(f"palfrey: warning: {warning}", file=sys.stderr)
 
 
-def _early_action(args: list[str]) -> int | None:
-    """--help, --version and --print-schema work even when the config is broken."""
-    from palfrey.config.arguments import parse_args
-
-    meta = parse_args(args).meta
+def _standalone(meta: Meta) -> int | None:
+    """--version and --print-schema need no config, so a broken one cannot stop them."""
     if meta.version:
         print(version_line())
         return EXIT_OK
@@ -63,12 +61,6 @@ def _early_action(args: list[str]) -> int | None:
 
 def _act(resolved: Resolved) -> int:
     meta = resolved.meta
-    if meta.version:
-        print(version_line())
-        return EXIT_OK
-    if meta.print_schema:
-        sys.stdout.write(schema_text())
-        return EXIT_OK
     if meta.print_config:
         origins = resolved.origins if meta.show_origins else None
         sys.stdout.write(to_toml(resolved.config, origins))
