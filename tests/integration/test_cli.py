@@ -137,3 +137,29 @@ def test_check_config_problems_name_their_source(tmp_path: Path) -> None:
     result = run("--check-config", "--config", str(manifest))
     assert result.returncode == 2
     assert f"{manifest}:3: 'tls.certfile': file not found" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("app", "message"),
+    [
+        ("nosuch:app", 'Could not import module "nosuch".'),
+        ("examples.app:nope", 'Attribute "nope" not found in module "examples.app".'),
+    ],
+)
+def test_app_that_cannot_be_imported_exits_1_without_traceback(app: str, message: str) -> None:
+    result = run(app, "--port", "0")
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_passes_for_the_example_manifest() -> None:
+    result = run("--check-config", "--config", "examples/configs/minimal.toml")
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stdout
+
+
+def test_check_config_reports_an_app_that_cannot_be_imported() -> None:
+    result = run("--check-config", "nosuch:app")
+    assert result.returncode == 2
+    assert "'app': Could not import module \"nosuch\"." in result.stderr
