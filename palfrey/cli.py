@@ -85,8 +85,11 @@ def _check(resolved: Resolved) -> int:
     problems = check(resolved.config, resolved.origins)
     if problems:
         return _fail(ConfigError(problems).render())
+    from palfrey.build.plan import plan
+
     source = f" ({resolved.config_file})" if resolved.config_file else ""
     print(f"palfrey: configuration OK{source}")
+    print(f"palfrey: would serve {plan(resolved.config).summary()}")
     return EXIT_OK
 
 
