@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from palfrey.build.listeners import ListenerSpec
 from palfrey.build.plan import plan
 from palfrey.config import load_config
@@ -34,8 +36,6 @@ def test_http2_adds_alpn_and_bind_lists_listeners() -> None:
 
 
 def test_systemd_sockets_are_used_when_passed_to_this_process() -> None:
-    import os
-
     env = {"LISTEN_FDS": "2", "LISTEN_PID": str(os.getpid())}
     result = plan(load_config(["main:app"], environ={}), environ=env)
     assert result.listeners == (ListenerSpec(kind="fd", fd=3), ListenerSpec(kind="fd", fd=4))
