@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _warn(exc.warnings)
         return _fail(exc.render())
     _warn(resolved.warnings)
-    return _act(resolved)
+    return _act(resolved, args)
 
 
 def _warn(warnings: Sequence[str]) -> None:
@@ -59,7 +59,7 @@ def _standalone(meta: Meta) -> int | None:
     return None
 
 
-def _act(resolved: Resolved) -> int:
+def _act(resolved: Resolved, args: Sequence[str] = ()) -> int:
     meta = resolved.meta
     if meta.print_config:
         origins = resolved.origins if meta.show_origins else None
@@ -76,7 +76,8 @@ def _act(resolved: Resolved) -> int:
         )
     from palfrey.main import run_config
 
-    return run_config(resolved.config)
+    # argv travels along so SIGHUP can re-read every layer exactly as at startup.
+    return run_config(resolved.config, argv=list(args))
 
 
 def _check(resolved: Resolved) -> int:

@@ -1,10 +1,16 @@
-"""Running a Config: the CLI's serve path and the `palfrey.run()` Python API."""
+"""Running a Config: the CLI's serve path and the `palfrey.run()` Python API.
+
+`workers.count = 1` serves in this process (palfrey.workers.single: SIGHUP re-executes
+in place, keeping the listeners); `workers.count > 1` and `reload.enabled` run the
+supervisor (palfrey.workers.supervisor), which spawns the worker processes.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from palfrey.asgi.app_loading import AppLoadError
@@ -25,7 +31,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _export_env_file(config: Config) -> None:
+def export_env_file(config: Config) -> None:
     """The app sees the env file's variables too; ones already set win (as uvicorn)."""
     if config.env_file is None:
         return
@@ -36,27 +42,74 @@ def _export_env_file(config: Config) -> None:
             os.environ.setdefault(name, value)
 
 
-def run_config(config: Config, app: Any | None = None) -> int:
-    """Serve `config` in this process until a signal stops it; return the exit code.
+def _reresolver(
+    argv: Sequence[str] | None, overrides: Mapping[str, Any] | None
+) -> Callable[[], Config] | None:
+    """What SIGHUP runs: every layer again, with the original argv (or palfrey.run()
+    keywords) and the environment as it is now."""
+    if argv is None and overrides is None:
+        return None
+    args, extra = list(argv or []), dict(overrides or {})
 
-    0: stopped cleanly; 1: the app cannot be imported or a listener cannot be bound;
-    2: a configuration problem found at startup; 3: lifespan startup failed.
+    def reresolve() -> Config:
+        return resolve(args, environ=os.environ, overrides=extra or None).config
+
+    return reresolve
+
+
+def _manifest(argv: Sequence[str] | None) -> Path | None:
+    if argv is None:
+        return None
+    from palfrey.config.arguments import parse_args
+
+    named = parse_args(list(argv)).meta.config or os.environ.get("PALFREY_CONFIG")
+    return Path(named) if named else None
+
+
+def run_config(
+    config: Config,
+    app: Any | None = None,
+    *,
+    argv: Sequence[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> int:
+    """Serve `config` until a signal stops it; return the exit code.
+
+    `argv` (the command line) or `overrides` (palfrey.run() keywords) let SIGHUP and
+    `server.reload_on_change` re-read the configuration; without them a reload restarts
+    with the same Config.
+
+    0: stopped cleanly; 1: the app cannot be imported, a listener cannot be bound, or
+    workers crash-looped; 2: a configuration problem found at startup; 3: lifespan
+    startup failed.
     """
     problems = missing_backends(config)
     if problems:
         return _fail(ConfigError(problems).render(), EXIT_CONFIG)
-    if config.workers.count > 1 or config.reload.enabled:
-        return _fail(
-            "workers.count > 1 and reload need the process supervisor, which this build "
-            "does not include yet; run one process per container, or use gunicorn",
-            EXIT_CONFIG,
-        )
-    _export_env_file(config)
+    export_env_file(config)
     configure_logging(config.logging)
-    from palfrey.server import Server
-
+    reresolve = _reresolver(argv, overrides)
+    manifest = _manifest(argv)
     try:
-        return Server(config, app).run()
+        if config.workers.count > 1 or config.reload.enabled:
+            if app is not None:
+                return _fail(
+                    "workers.count > 1 and reload need the app as an import string "
+                    '("module:attribute"), not an app object',
+                    EXIT_CONFIG,
+                )
+            from palfrey.workers.supervisor import Supervisor
+
+            supervisor = Supervisor(
+                config,
+                reresolve=reresolve,
+                manifest=manifest,
+                dev_reload=config.reload.enabled,
+            )
+            return supervisor.run()
+        from palfrey.workers.single import SingleProcess
+
+        return SingleProcess(config, app, reresolve=reresolve, manifest=manifest).run()
     except AppLoadError as exc:
         return _fail(str(exc), EXIT_APP_IMPORT)
     except TLSConfigError as exc:
@@ -80,10 +133,12 @@ def run(
     os.environ) still apply beneath them. Pass `config=` to skip layering altogether.
     Exits the process (SystemExit) with a non-zero code when serving fails.
     """
+    overrides: dict[str, Any] | None = None
     if config is None:
         if isinstance(app, str):
             options["app"] = app
         config = resolve([], environ=environ, overrides=options).config
-    code = run_config(config, None if isinstance(app, str) else app)
+        overrides = options
+    code = run_config(config, None if isinstance(app, str) else app, overrides=overrides)
     if code:
         raise SystemExit(code)

@@ -29,6 +29,8 @@ from palfrey.logging import AccessLogger
 from palfrey.protocols.context import ASGIApp, ConnectionContext, Scope, ServerState
 from palfrey.protocols.http11_response import DefaultHeaders
 from palfrey.protocols.limits import HTTPLimits
+from palfrey.protocols.websocket_core import WebSocketSettings
+from palfrey.workers.health import drain_delay, health_app
 
 logger = logging.getLogger("palfrey.error")
 
@@ -58,6 +60,12 @@ class Server:
         self._exit: asyncio.Event | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._owned_sockets: list[socket.socket] = []
+        # Process model (palfrey.workers): readiness turns false from the start of
+        # shutdown; `drain_delay_on_stop` is cleared for rolling restarts; the live TLS
+        # context is kept so certificate renewals can be loaded into it in place.
+        self.draining = False
+        self.drain_delay_on_stop = True
+        self.ssl_context: Any = None
 
     # -- entry points --------------------------------------------------------------
 
@@ -111,8 +119,16 @@ class Server:
         if sockets is None:
             sockets = self._owned_sockets = bind_listeners(config)
         ctx = self._context(self.app, lifespan.state)
+        ctx.app = health_app(ctx.app, config.health, self)
         protocol = _protocol_class(config)
-        tls = create_ssl_context(config.tls) if config.tls.enabled else None
+        alpn: tuple[str, ...] = ("http/1.1",)
+        if config.http2.enabled:  # HTTP/2 beside HTTP/1.1 on every listener
+            from palfrey.protocols.negotiation import negotiating
+
+            protocol = negotiating(config, protocol)
+            alpn = ("h2", "http/1.1")
+        tls = create_ssl_context(config.tls, alpn) if config.tls.enabled else None
+        self.ssl_context = tls
         loop = asyncio.get_running_loop()
         for sock in sockets:
             server = await loop.create_server(
@@ -152,6 +168,7 @@ class Server:
             access_log=_access_logger(config),
             proxy=_proxy_hook(config),
             reset_contextvars=config.server.reset_contextvars,
+            websocket=WebSocketSettings.from_config(config),
         )
 
     def _budget_spent(self) -> None:
@@ -166,6 +183,7 @@ class Server:
     async def stop(self) -> None:
         """Stop accepting, drain connections within the graceful timeout, run lifespan
         shutdown, release the listeners."""
+        await drain_delay(self)
         logger.info("Shutting down")
         state = self.state
         state.shutting_down = True
@@ -252,7 +270,7 @@ def _access_logger(config: Config) -> Callable[[Scope, int, int, float], None] |
     def log(scope: Scope, status: int, size: int, duration: float) -> None:
         access.log(
             scope["client"],
-            scope["method"],
+            scope.get("method", "GET"),  # a WebSocket scope has none: its handshake's
             scope["path"],
             scope["query_string"],
             scope["http_version"],

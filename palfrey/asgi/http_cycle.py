@@ -21,6 +21,8 @@ logger = logging.getLogger("palfrey.error")
 _START = "http.response.start"
 _BODY = "http.response.body"
 _PATHSEND = "http.response.pathsend"
+_TRAILERS = "http.response.trailers"
+_EARLY_HINT = "http.response.early_hint"
 
 
 class ClientDisconnected(OSError):
@@ -64,8 +66,8 @@ class HTTPCycle:
 
     __slots__ = (
         "_body",
+        "_buffered",
         "_final_delivered",
-        "_flush",
         "_pending",
         "_waiter",
         "body_received",
@@ -81,6 +83,7 @@ class HTTPCycle:
         "started",
         "status",
         "task",
+        "trailers",
     )
 
     def __init__(
@@ -97,11 +100,11 @@ class HTTPCycle:
         self.ctx = ctx
         self.more_body = more_body  # request body still to arrive
         self.expect_continue = expect_continue
-        self._body = b""
+        self._body: list[bytes] | None = None  # request body not yet handed to the app
+        self._buffered = 0
         self._final_delivered = False
         self._waiter: asyncio.Future[None] | None = None
         self._pending: Message | None = None  # http.response.start not yet written
-        self._flush: asyncio.Handle | None = None
         self.body_received = 0
         self.started = False
         self.complete = False
@@ -110,6 +113,8 @@ class HTTPCycle:
         self.bytes_sent = 0
         self.start_time = 0.0
         self.task: asyncio.Task[None] | None = None
+        #: `http.response.start` announced trailers: the last body does not end it.
+        self.trailers = False
 
     # -- protocol side -------------------------------------------------------------
 
@@ -118,7 +123,12 @@ class HTTPCycle:
         self.body_received += len(data)
         if self.complete or self.disconnected:
             return  # response already done: the rest of the body is discarded
-        self._body = self._body + data if self._body else data
+        # Kept as pieces: joined once by `receive` instead of copied on every read.
+        if self._body is None:
+            self._body = [data]
+        else:
+            self._body.append(data)
+        self._buffered += len(data)
         self._wake()
 
     def body_done(self) -> None:
@@ -127,7 +137,7 @@ class HTTPCycle:
 
     @property
     def buffered(self) -> int:
-        return len(self._body)
+        return self._buffered
 
     def finish(self) -> None:
         """The response is complete; a waiting `receive` now reports a disconnect."""
@@ -190,7 +200,6 @@ class HTTPCycle:
     def _internal_error(self) -> None:
         self.started = True
         self.status = 500
-        self._cancel_flush()
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
         self.channel.write_response(self, 500, headers, b"Internal Server Error", False)
 
@@ -200,7 +209,13 @@ class HTTPCycle:
             self.channel.send_continue(self)
         while not (self.disconnected or self.complete):
             if self._body or (not self.more_body and not self._final_delivered):
-                body, self._body = self._body, b""
+                pieces = self._body
+                if pieces is None:
+                    body = b""
+                else:
+                    body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                self._body = None
+                self._buffered = 0
                 self._final_delivered = not self.more_body
                 if self.more_body:
                     self.channel.want_body(self)
@@ -219,6 +234,10 @@ class HTTPCycle:
             if self.disconnected:
                 raise ClientDisconnected("the client has disconnected")
         kind = message["type"]
+        if kind in (_EARLY_HINT, _TRAILERS):
+            # Optional extensions: a channel that has no writer for them drops them.
+            self._send_extension(kind, message)
+            return
         if self._pending is not None:
             if kind == _BODY:
                 self._send_first_body(message)
@@ -231,10 +250,13 @@ class HTTPCycle:
                 raise RuntimeError(f"Expected {_START!r}, got {kind!r}")
             self.started = True
             self.status = message["status"]
+            self.trailers = bool(message.get("trailers", False))
             self._pending = message
-            # The head waits for the first body chunk so a small response is one write;
-            # if the app pauses before sending one, the head goes out on the next loop turn.
-            self._flush = asyncio.get_running_loop().call_soon(self._flush_head)
+            # The head waits for the first body chunk so a small response is one write
+            # (ASGI lets a server hold `http.response.start` until then); if the app
+            # pauses before sending one, the head goes out on the next loop turn, in one
+            # batch per server rather than a call_soon per response.
+            self.ctx.state.hold_head(self._flush_head)
         elif self.complete:
             raise RuntimeError(f"Unexpected {kind!r} after the response completed")
         elif kind == _BODY:
@@ -244,10 +266,26 @@ class HTTPCycle:
         else:
             raise RuntimeError(f"Expected {_BODY!r}, got {kind!r}")
 
+    def _send_extension(self, kind: str, message: Message) -> None:
+        # `http.response.early_hint` goes out before the response head (RFC 8297: 103);
+        # `http.response.trailers` after the last body chunk (RFC 9110 §6.5).
+        if kind == _EARLY_HINT:
+            writer = getattr(self.channel, "write_early_hint", None)
+            if writer is not None and not self.started:
+                writer(self, message.get("links", ()))
+            return
+        writer = getattr(self.channel, "write_trailers", None)
+        if writer is not None and self.trailers and self.started and not self.complete:
+            self._flush_pending()
+            writer(self, message.get("headers", ()), message.get("more_trailers", False))
+
+    def _flush_pending(self) -> None:
+        if self._pending is not None:
+            self._flush_head()
+
     def _send_first_body(self, message: Message) -> None:
         start, self._pending = self._pending, None
         assert start is not None
-        self._cancel_flush()
         body = message.get("body", b"")
         self.bytes_sent += len(body)
         headers = start.get("headers", ())
@@ -258,17 +296,10 @@ class HTTPCycle:
     async def _send_path(self, message: Message) -> None:
         start, self._pending = self._pending, None
         assert start is not None
-        self._cancel_flush()
         path = os.fspath(message["path"])
         await self.channel.write_file(self, self.status, start.get("headers", ()), path)
 
     def _flush_head(self) -> None:
-        self._flush = None
         start, self._pending = self._pending, None
         if start is not None and not self.disconnected:
             self.channel.write_response(self, self.status, start.get("headers", ()), b"", True)
-
-    def _cancel_flush(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None

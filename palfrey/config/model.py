@@ -142,6 +142,18 @@ class ServerSection(Section):
     """Run each request in a fresh contextvars context instead of a copy of the
     server's."""
 
+    drain_delay: Seconds = 0.0
+    """On SIGTERM/SIGINT, keep accepting and serving for this long while the readiness
+    endpoint answers 503, then close the listeners and drain. On Kubernetes set it a little
+    above the time endpoints take to drop the pod (5-10 s), instead of a preStop sleep.
+    Rolling restarts (SIGHUP, max_requests) skip it."""
+
+    reload_on_change: bool = False
+    """Watch the manifest file (and the TLS certificate, key and CA files) and reload when
+    they change, as on SIGHUP: the manifest through a rolling restart, TLS files in place
+    without one. Follows symlinks, so Kubernetes ConfigMap and Secret updates (an atomic
+    swap of the "..data" link) are seen. Works with one worker or many."""
+
     @field_validator("loop")
     @classmethod
     def _check_loop(cls, value: str) -> str:
@@ -207,6 +219,16 @@ class HTTP2Section(Section):
     ping_interval: Seconds | None = None
     """Send a PING to idle connections this often; unset sends none."""
 
+    max_client_resets: Annotated[int, Field(ge=1)] = 200
+    """Streams a client may cancel with RST_STREAM in a burst (refilled over 10 seconds)
+    before the connection is closed with GOAWAY ENHANCE_YOUR_CALM: the rapid reset
+    attack, CVE-2023-44487."""
+
+    max_control_frames: Annotated[int, Field(ge=1)] = 1000
+    """SETTINGS, PING, PRIORITY and empty DATA frames a client may send in a burst
+    (refilled over 10 seconds) before the connection is closed with GOAWAY
+    ENHANCE_YOUR_CALM (settings and ping floods, RFC 9113 §10.5)."""
+
 
 class HTTP3Section(Section):
     """HTTP/3 (aioquic) on a UDP listener beside the TCP one."""
@@ -251,6 +273,18 @@ class WebSocketSection(Section):
 
     per_message_deflate: Annotated[bool, Uvicorn("ws_per_message_deflate"), VALUE_STYLE] = True
     """Negotiate permessage-deflate compression (RFC 7692) when the client offers it."""
+
+    handshake_timeout: Seconds | None = 10.0
+    """How long the app may take to accept or refuse a WebSocket after the upgrade
+    request arrived; then the client gets HTTP 503 and the app a disconnect."""
+
+    close_timeout: Seconds = 10.0
+    """After sending a close frame, wait this long for the client's before dropping the
+    connection (RFC 6455 §7.1.1)."""
+
+    idle_timeout: Seconds | None = None
+    """Close a WebSocket (1001) when no message passed either way for this long; unset
+    keeps idle connections (pings still detect dead peers)."""
 
 
 _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
@@ -398,6 +432,22 @@ class WorkersSection(Section):
     healthcheck_timeout: Annotated[Seconds, Uvicorn("timeout_worker_healthcheck")] = 5.0
     """A worker that does not answer a health ping within this time is replaced."""
 
+    healthcheck_interval: Annotated[Seconds, Field(gt=0)] = 5.0
+    """How often the supervisor pings each worker. The ping is answered by the worker's
+    event loop, so a loop blocked for longer than healthcheck_timeout gets the worker
+    replaced."""
+
+    restart_backoff_max: Seconds = 10.0
+    """Longest wait before replacing a worker that crashed; the wait starts at 0.1 s and
+    doubles with each crash in a row."""
+
+    crash_limit: Annotated[int, Field(ge=1)] = 5
+    """Give up and exit with status 1 when workers crash this many times within
+    crash_window (a crash loop); a worker that exits with status 0 is not a crash."""
+
+    crash_window: Annotated[Seconds, Field(gt=0)] = 60.0
+    """The time window in which crash_limit crashes mean a crash loop."""
+
 
 class ReloadSection(Section):
     """Development auto-reload on file changes."""
@@ -416,6 +466,40 @@ class ReloadSection(Section):
 
     delay: Annotated[Seconds, Uvicorn("reload_delay")] = 0.25
     """Seconds to wait between checks / to batch changes before restarting."""
+
+
+def _check_health_path(value: str | None) -> str | None:
+    if value is not None and not value.startswith("/"):
+        raise ValueError('a path starts with "/", as in "/healthz"')
+    return value
+
+
+class HealthSection(Section):
+    """Built-in liveness and readiness endpoints for Kubernetes probes. Off by default."""
+
+    liveness_path: Annotated[str | None, AfterValidator(_check_health_path)] = None
+    """Answer GET on this path (e.g. "/healthz") with 200 on the app's listeners, without
+    calling the app. The answer comes from the worker's event loop, so it also proves the
+    loop is responsive."""
+
+    readiness_path: Annotated[str | None, AfterValidator(_check_health_path)] = None
+    """Answer GET on this path (e.g. "/readyz") with 200 while serving and 503 from the
+    moment shutdown begins (during server.drain_delay), without calling the app."""
+
+    listener: str | None = None
+    """A separate listener, "host:port" or "unix:/path", that answers only the liveness and
+    readiness paths ("/healthz" and "/readyz" unless set). With several workers the
+    supervisor serves it: ready while at least one worker is ready and not shutting down."""
+
+    @field_validator("listener")
+    @classmethod
+    def _check_listener(cls, value: str | None) -> str | None:
+        if value is None or value.startswith("unix:"):
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f'{value!r} is not "host:port", "[::1]:port" or "unix:/path"')
+        return value
 
 
 class LoggingSection(Section):
@@ -480,6 +564,7 @@ class Config(Section):
     workers: WorkersSection = WorkersSection()
     reload: ReloadSection = ReloadSection()
     logging: LoggingSection = LoggingSection()
+    health: HealthSection = HealthSection()
 
     @model_validator(mode="after")
     def _no_contradictions(self, info: ValidationInfo) -> Config:

@@ -6,6 +6,7 @@ connection costs no per-connection copying of settings.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,9 +15,8 @@ from palfrey.protocols.http11_response import DefaultHeaders
 from palfrey.protocols.limits import HTTPLimits
 
 if TYPE_CHECKING:
-    import asyncio
-
     from palfrey.asgi.http_cycle import HTTPCycle
+    from palfrey.protocols.websocket_core import WebSocketSettings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -43,6 +43,21 @@ class ServerState:
     on_budget_spent: Callable[[], None] | None = None
     request_budget: int | None = None
     shutting_down: bool = False
+    #: Flushes of response heads held back for a first body chunk, run together on the
+    #: next loop turn (see HTTPCycle.send).
+    held_heads: list[Callable[[], None]] = field(default_factory=list)
+
+    def hold_head(self, flush: Callable[[], None]) -> None:
+        """Call `flush` on the next loop turn (a no-op by then if the body was sent)."""
+        held = self.held_heads
+        if not held:
+            asyncio.get_running_loop().call_soon(self._flush_heads)
+        held.append(flush)
+
+    def _flush_heads(self) -> None:
+        held, self.held_heads = self.held_heads, []
+        for flush in held:
+            flush()
 
     def count_request(self) -> None:
         self.total_requests += 1
@@ -69,3 +84,5 @@ class ConnectionContext:
     reset_contextvars: bool = False
     #: Extra scope["extensions"] entries advertised for every request.
     extensions: dict[str, Any] = field(default_factory=dict)
+    #: WebSocket settings and backend (None: upgrade requests are served as plain HTTP).
+    websocket: WebSocketSettings | None = None

@@ -34,10 +34,12 @@ from palfrey.protocols.http11_response import (
     error_response,
 )
 from palfrey.protocols.limits import (
+    Framing,
     ProtocolError,
     check_request_line,
     inspect_headers,
 )
+from palfrey.protocols.websocket_core import wants_websocket
 from palfrey.transports.asyncio_stream import addresses, set_nodelay, tls_extension
 
 _IDLE, _HEAD, _BUSY = 0, 1, 2
@@ -98,6 +100,9 @@ class HTTP11Connection(asyncio.Protocol):
         self.client: Any = None
         self.scheme = "http"
         self.extensions: dict[str, Any] = {}
+        #: A WebSocket upgrade request whose head was parsed; the backend then calls
+        #: `switch_protocol` with the bytes that followed it.
+        self.upgrade_request: tuple[bytes, bytes, str, list[tuple[bytes, bytes]]] | None = None
 
     # -- to be provided by a backend -------------------------------------------------
 
@@ -168,6 +173,11 @@ class HTTP11Connection(asyncio.Protocol):
                 self._backlog.append(bytes(view[start:]))
                 self._pause_reading()
                 return
+            if start and self.reading is not None:
+                # Inside a request body (a large POST in one read): the rest is body, fed
+                # whole rather than copied and parsed slice by slice.
+                self.feed(bytes(view[start:]))
+                return
             self.feed(bytes(view[start : start + _FEED_SLICE]))
 
     def pause_writing(self) -> None:
@@ -181,11 +191,13 @@ class HTTP11Connection(asyncio.Protocol):
 
     def on_head(
         self, method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        """A complete request head (header names lower-cased)."""
+    ) -> Framing:
+        """A complete request head (header names lower-cased); returns its body framing."""
         version = check_request_line(method, target, version)
         http11 = version == "1.1"
         framing = inspect_headers(headers, http11)
+        if self.ctx.websocket is not None and wants_websocket(headers):
+            return self._websocket_request(method, target, version, headers, framing)
         length = framing.content_length
         limits = self.ctx.limits
         if (
@@ -209,6 +221,7 @@ class HTTP11Connection(asyncio.Protocol):
         else:
             self.pipeline.append(cycle)
             self._pause_reading()
+        return framing
 
     def on_body(self, data: bytes) -> None:
         cycle = self.reading
@@ -220,7 +233,9 @@ class HTTP11Connection(asyncio.Protocol):
         cycle.feed_body(data)
         if cycle.complete and cycle.body_received > _DISCARD_LIMIT:
             self._close()
-        elif cycle.buffered >= self.ctx.limits.body_buffer:
+        elif cycle.buffered > self.ctx.limits.body_buffer:
+            # Strictly more than the buffer: a body of exactly `body_buffer` bytes (the
+            # 64 KiB POST) is taken whole without a pause/resume pair of syscalls.
             self._pause_reading()
 
     def on_message_end(self) -> None:
@@ -594,6 +609,39 @@ class HTTP11Connection(asyncio.Protocol):
         if not self._closed:
             self._closed = True
             self.transport.abort()
+
+    # -- WebSocket upgrade (RFC 6455 §4.2) -------------------------------------------------
+
+    def _websocket_request(
+        self,
+        method: bytes,
+        target: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        framing: Framing,
+    ) -> Framing:
+        if framing.chunked or framing.content_length:
+            raise ProtocolError(400, "A WebSocket handshake has no body")
+        if self.cycle is not None or self.pipeline:
+            raise ProtocolError(400, "WebSocket upgrade pipelined behind another request")
+        self.upgrade_request = (method, target, version, headers)
+        self._phase = _BUSY
+        return Framing(keep_alive=False)
+
+    def switch_protocol(self, rest: bytes) -> None:
+        """The parser stopped after an upgrade request: the transport leaves HTTP/1.1."""
+        request, self.upgrade_request = self.upgrade_request, None
+        assert request is not None
+        self._rejected = True  # whatever happens next, no more HTTP/1.1 on this connection
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        from palfrey.protocols.websocket_http11 import upgrade
+
+        switched = upgrade(self, *request, rest)
+        self._closed = True  # the transport is the WebSocket's, or closing after a refusal
+        if switched:
+            self.ctx.state.connections.discard(self)
 
 
 def _origin_form(target: bytes) -> bytes:

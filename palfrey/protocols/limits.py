@@ -149,7 +149,9 @@ def inspect_headers(headers: list[tuple[bytes, bytes]], http11: bool) -> Framing
             if framing.content_length is not None:
                 raise ProtocolError(400, "Duplicate Content-Length")
             if _DIGITS(value) is None:
-                raise ProtocolError(400, "Invalid Content-Length")
+                value = value.strip(b" \t")  # OWS around the value (RFC 9110 §5.5)
+                if _DIGITS(value) is None:
+                    raise ProtocolError(400, "Invalid Content-Length")
             framing.content_length = int(value)
         elif name == b"transfer-encoding":
             if transfer_encoding is not None:

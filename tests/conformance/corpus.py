@@ -599,6 +599,20 @@ _PIPELINES = [
         "RFC 9112 §9.3.2, §7.1",
         answered_first=(Echo("/first"),),
     ),
+    # The strict request line holds for a request pipelined behind others in one read.
+    bad(
+        "pipelined-valid-then-line-double-space",
+        b"GET /first HTTP/1.1\r\n" + HOST + b"\r\n"
+        b"POST /second HTTP/1.1\r\n"
+        + HOST
+        + b"Content-Length: 5\r\n\r\nhello"
+        + b"GET  / HTTP/1.1\r\n"
+        + HOST
+        + b"\r\n",
+        400,
+        "RFC 9112 §9.3.2, §3",
+        answered_first=(Echo("/first"), Echo("/second", "POST", b"hello")),
+    ),
     # RFC 9110 §10.1.1: a server that will reject the body must not invite it with 100.
     bad(
         "expect-continue-over-body-limit",
@@ -723,6 +737,17 @@ _ACCEPTED = [
         _post(_CLOSE + b"Transfer-Encoding:\tchunked\t\r\n", _HELLO),
         Echo("/", "POST", b"hello world"),
         rfc="RFC 9112 §5 (OWS around field values)",
+    ),
+    ok(
+        "te-chunked-ows-tabs-pipelined",
+        _post(b"Transfer-Encoding:\tchunked\t\r\n", b"5\r\nhello\r\n0\r\nX-T: 1\t\r\n\r\n")
+        + b"GET /next HTTP/1.1\r\n"
+        + HOST
+        + _CLOSE
+        + b"\r\n",
+        Echo("/", "POST", b"hello"),
+        Echo("/next"),
+        rfc="RFC 9112 §5, §7.1 (the request after a chunked body with OWS)",
     ),
     ok(
         "cl-ows-padded",

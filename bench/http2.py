@@ -1,0 +1,294 @@
+"""HTTP/2 benchmark: Palfrey against hypercorn (and uvicorn's zttp HTTP/2 when installed)
+with h2load, in one run, on the same app (`bench/apps.py`, GET / hello).
+
+    .venv/bin/python bench/http2.py                      # h2c and TLS, 10 s each
+    .venv/bin/python bench/http2.py --duration 5 --scenarios h2c --json out.json
+
+Each server is pinned to one CPU (`taskset -c 0`), h2load to another (`taskset -c 1`).
+Scenarios: `h2c` (prior knowledge, 16 connections x 10 concurrent streams) and `tls`
+(ALPN h2, same shape). Latency percentiles come from h2load's per-request log
+(`--log-file`), so p50/p99 are exact, not h2load's mean/sd summary. Servers alternate
+within each round; `--repeat N` takes the median of N rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@dataclass
+class Result:
+    server: str
+    scenario: str
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    succeeded: int = 0
+    failed: int = 0
+    error: str = ""
+    raw: str = field(default="", repr=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_cert(folder: Path) -> tuple[Path, Path]:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    certfile, keyfile = folder / "cert.pem", folder / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(certfile)
+    cert.private_key_pem.write_to_path(keyfile)
+    return certfile, keyfile
+
+
+def zttp_available() -> bool:
+    probe = [PYTHON, "-c", "import zttp, uvicorn.protocols.http.zttp_h2_impl"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+def command(server: str, port: int, tls: tuple[Path, Path] | None) -> list[str]:
+    cert = [] if tls is None else [str(tls[0]), str(tls[1])]
+    if server == "palfrey":
+        argv = [PYTHON, "-m", "palfrey", "apps:app", "--port", str(port), "--http", "h2"]
+        argv += ["--no-access-log", "--log-level", "warning", "--lifespan", "off"]
+        if cert:
+            argv += ["--ssl-certfile", cert[0], "--ssl-keyfile", cert[1]]
+        return argv
+    if server == "hypercorn":
+        argv = [PYTHON, "-m", "hypercorn", "apps:app", "--bind", f"127.0.0.1:{port}"]
+        argv += ["--log-level", "warning", "-k", "uvloop"]
+        if cert:
+            argv += ["--certfile", cert[0], "--keyfile", cert[1]]
+        return argv
+    if server == "uvicorn-zttp":
+        argv = [PYTHON, "-m", "uvicorn", "apps:app", "--port", str(port), "--http", "zttp"]
+        argv += ["--http2", "--no-access-log", "--log-level", "warning", "--lifespan", "off"]
+        if cert:
+            argv += ["--ssl-certfile", cert[0], "--ssl-keyfile", cert[1]]
+        return argv
+    raise ValueError(server)
+
+
+def start(
+    server: str, port: int, tls: tuple[Path, Path] | None, cpu: int
+) -> subprocess.Popen[bytes]:
+    argv = ["taskset", "-c", str(cpu), *command(server, port, tls)]
+    extra = os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'bench'}:{ROOT}:{extra}".rstrip(":")}
+    process = subprocess.Popen(
+        argv,
+        cwd=ROOT / "bench",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(process.stderr.read().decode() if process.stderr else "")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process
+        except OSError:
+            time.sleep(0.1)
+    stop(process)
+    raise RuntimeError(f"{server} did not start")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def h2load(
+    url: str, *, duration: float, warmup: float, clients: int, streams: int, cpu: int, log: Path
+) -> tuple[str, list[float]]:
+    argv = [
+        "taskset",
+        "-c",
+        str(cpu),
+        "h2load",
+        "-c",
+        str(clients),
+        "-m",
+        str(streams),
+        "-t",
+        "1",
+        "-D",
+        str(int(duration)),
+        "--warm-up-time",
+        str(int(warmup)),
+        "--log-file",
+        str(log),
+        url,
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + warmup + 60)
+    latencies = []
+    if log.exists():
+        for line in log.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3 and parts[1].startswith("2"):  # failed requests log -1
+                latencies.append(int(parts[2]) / 1000.0)  # µs -> ms
+        log.unlink()
+    return done.stdout + done.stderr, latencies
+
+
+def parse(server: str, scenario: str, output: str, latencies: list[float]) -> Result:
+    result = Result(server, scenario, raw=output)
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("finished in"):
+            result.rps = float(line.split(",")[1].split()[0])
+        elif line.startswith("requests:"):
+            words = line.replace(",", "").split()
+            result.succeeded = int(words[words.index("succeeded") - 1])
+            result.failed = int(words[words.index("failed") - 1])
+    if latencies:
+        ordered = sorted(latencies)
+        result.p50_ms = ordered[len(ordered) // 2]
+        result.p99_ms = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    if not result.rps:
+        result.error = output[-500:]
+    return result
+
+
+def run_round(
+    args: argparse.Namespace, servers: list[str], tls: tuple[Path, Path], tmp: Path
+) -> list[Result]:
+    results = []
+    for scenario in args.scenarios:
+        for server in servers:
+            port = free_port()
+            try:
+                process = start(server, port, tls if scenario == "tls" else None, args.server_cpu)
+            except RuntimeError as exc:
+                results.append(Result(server, scenario, error=str(exc)[-500:]))
+                continue
+            try:
+                scheme = "https" if scenario == "tls" else "http"
+                output, latencies = h2load(
+                    f"{scheme}://127.0.0.1:{port}/",
+                    duration=args.duration,
+                    warmup=args.warmup,
+                    clients=args.clients,
+                    streams=args.streams,
+                    cpu=args.client_cpu,
+                    log=tmp / f"{server}-{scenario}.log",
+                )
+            finally:
+                stop(process)
+            result = parse(server, scenario, output, latencies)
+            print(
+                f"  {scenario:4} {server:13} {result.rps:10.0f} req/s  p50 "
+                f"{result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+                f"failed {result.failed} {result.error[:80]}",
+                file=sys.stderr,
+            )
+            results.append(result)
+    return results
+
+
+def median(results: list[Result]) -> Result:
+    good = [r for r in results if r.rps] or results
+    first = good[0]
+    return Result(
+        first.server,
+        first.scenario,
+        rps=statistics.median(r.rps for r in good),
+        p50_ms=statistics.median(r.p50_ms for r in good),
+        p99_ms=statistics.median(r.p99_ms for r in good),
+        succeeded=sum(r.succeeded for r in good),
+        failed=sum(r.failed for r in good),
+        error=first.error,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--streams", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--servers", default="palfrey,hypercorn,uvicorn-zttp")
+    parser.add_argument("--scenarios", default="h2c,tls", type=lambda v: v.split(","))
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    for tool in ("h2load", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is required (apt-get install nghttp2-client util-linux)")
+            return 2
+    servers = args.servers.split(",")
+    notes = []
+    if "uvicorn-zttp" in servers and not zttp_available():
+        servers.remove("uvicorn-zttp")
+        notes.append("uvicorn-zttp skipped: the 'zttp' package is not installed")
+        print(notes[-1], file=sys.stderr)
+    rounds: list[list[Result]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        tls = make_cert(tmp)
+        for number in range(args.repeat):
+            print(f"round {number + 1}/{args.repeat}", file=sys.stderr)
+            rounds.append(run_round(args, servers, tls, tmp))
+    table = {}
+    for scenario in args.scenarios:
+        for server in servers:
+            runs = [
+                r for rnd in rounds for r in rnd if (r.server, r.scenario) == (server, scenario)
+            ]
+            table[scenario, server] = median(runs)
+    print("\n| scenario | server | req/s | p50 ms | p99 ms | failed | vs hypercorn |")
+    print("|---|---|---|---|---|---|---|")
+    for (scenario, server), result in table.items():
+        base = table.get((scenario, "hypercorn"))
+        ratio = f"{result.rps / base.rps:.2f}x" if base and base.rps else "-"
+        print(
+            f"| {scenario} | {server} | {result.rps:.0f} | {result.p50_ms:.2f} | "
+            f"{result.p99_ms:.2f} | {result.failed} | {ratio} |"
+        )
+    for note in notes:
+        print(f"\n{note}")
+    if args.json:
+        data: dict[str, Any] = {
+            "settings": {k: str(v) for k, v in vars(args).items()},
+            "python": sys.version,
+            "notes": notes,
+            "rounds": [[vars(r) for r in rnd] for rnd in rounds],
+            "medians": [vars(r) | {"raw": ""} for r in table.values()],
+        }
+        args.json.write_text(json.dumps(data, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

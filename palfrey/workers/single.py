@@ -1,0 +1,172 @@
+"""One process, no supervisor (`workers.count = 1`): serve, and on SIGHUP (or a manifest
+change with `server.reload_on_change`) restart in place by re-executing Palfrey.
+
+The re-exec keeps the process id (what systemd, Docker and the kubelet watch) and the
+listening sockets (passed across exec as inherited file descriptors), so no connection
+is refused: connections that arrive while the old server drains and the new one starts
+wait in the kernel's accept queue. They wait, though, for the drain and the app's
+startup; run two or more workers where reloads must not add latency.
+
+A new configuration that does not validate is logged with every error and the process
+keeps serving. TLS certificate changes are loaded in place, without a re-exec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from palfrey.config.loader import ConfigError
+from palfrey.config.model import Config
+from palfrey.workers import sd_notify
+from palfrey.workers.sockets import ListenerSet, adopt_handoff, handoff_env
+
+__all__ = ["SingleProcess"]
+
+logger = logging.getLogger("palfrey.error")
+
+
+class SingleProcess:
+    """Serve `config` in this process; re-exec on a valid reload."""
+
+    def __init__(
+        self,
+        config: Config,
+        app: Any | None = None,
+        *,
+        reresolve: Callable[[], Config] | None = None,
+        manifest: Path | None = None,
+    ) -> None:
+        from palfrey.server import Server
+
+        self.config = config
+        self.server = Server(config, app)
+        self.reresolve = reresolve
+        self.manifest = manifest
+        self.reexec = False
+
+    def run(self) -> int:
+        """Serve until stopped; returns the exit code (or never returns: re-exec).
+        Raises ListenerError, AppLoadError, TLSConfigError like Server.run()."""
+        from palfrey.server import StartupFailure, loop_factory
+        from palfrey.workers.worker import run_on_loop
+
+        listeners, _ = ListenerSet.open(self.config, reuse=adopt_handoff(os.environ))
+        try:
+            run_on_loop(self._main(listeners), loop_factory(self.config.server.loop))
+        except StartupFailure:
+            listeners.close_except()
+            return 3
+        except BaseException:
+            listeners.close_except()
+            raise
+        if self.reexec:
+            self._exec(listeners)
+        listeners.close_except()
+        return 0
+
+    async def _main(self, listeners: ListenerSet) -> None:
+        from palfrey.workers.watch import FileWatch, watch_tls
+
+        loop = asyncio.get_running_loop()
+        server = self.server
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.handle_exit, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        health = await self._start_health()
+        manifest_watch = None
+        if self.config.server.reload_on_change and self.manifest is not None:
+            manifest_watch = FileWatch([self.manifest])
+        # The server gets duplicates: asyncio closes the sockets it serves on, and the
+        # originals must survive for a re-exec.
+        serving = asyncio.ensure_future(server.serve([s.dup() for s in listeners.sockets]))
+        started = asyncio.ensure_future(server.started.wait())
+        await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        tasks = []
+        if server.started.is_set():
+            sd_notify.ready()
+            if self.config.server.reload_on_change:
+                tasks.append(asyncio.ensure_future(watch_tls(server)))
+                if manifest_watch is not None:
+                    tasks.append(asyncio.ensure_future(self._watch_manifest(manifest_watch)))
+        try:
+            await serving
+        finally:
+            for task in tasks:
+                task.cancel()
+            if health is not None:
+                health.close()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            if not self.reexec:
+                sd_notify.stopping()
+
+    def _on_hup(self) -> None:
+        logger.info("Received SIGHUP; reloading the configuration")
+        self.reload(force=True)
+
+    def reload(self, *, force: bool) -> bool:
+        """Validate the new configuration; when valid, stop serving and re-exec."""
+        if self.reresolve is None or self.server.should_exit:
+            return False
+        try:
+            new = self.reresolve()
+        except ConfigError as exc:
+            logger.error("Reload failed, keeping the current configuration.")
+            for line in exc.render().splitlines():
+                logger.error("%s", line)
+            return False
+        except Exception as exc:
+            logger.error("Reload failed, keeping the current configuration: %s", exc)
+            return False
+        if new == self.config and not force:
+            logger.info("Configuration unchanged")
+            return True
+        logger.info("Restarting in place with the new configuration (re-exec)")
+        sd_notify.reloading()
+        self.reexec = True
+        self.server.drain_delay_on_stop = False
+        self.server.shutdown()
+        return True
+
+    async def _watch_manifest(self, watch: Any) -> None:
+        from palfrey.workers.watch import POLL_INTERVAL
+
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            if watch.changed():
+                logger.info("%s changed; reloading the configuration", self.manifest)
+                self.reload(force=False)
+
+    async def _start_health(self) -> asyncio.AbstractServer | None:
+        section = self.config.health
+        if section.listener is None:
+            return None
+        from palfrey.workers.health import open_health_listener, serve_health
+
+        server = self.server
+        return await serve_health(
+            open_health_listener(section),
+            section,
+            live=lambda: True,
+            ready=lambda: (
+                server.started.is_set() and not server.draining and not server.should_exit
+            ),
+        )
+
+    def _exec(self, listeners: ListenerSet) -> None:
+        environ = dict(os.environ)
+        environ.update(handoff_env(listeners))
+        for handler in logging.getLogger().handlers + logging.getLogger("palfrey").handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+        os.execve(sys.executable, argv, environ)

@@ -1,0 +1,606 @@
+"""The supervisor: one parent process that binds the listeners and keeps `workers.count`
+worker processes serving on them.
+
+The parent never imports the app. It spawns workers (multiprocessing "spawn": a fresh
+interpreter, the pickled Config and the listening sockets as file descriptors), pings
+each one over a pipe (answered by the worker's event loop, so a blocked loop counts as
+hung), replaces dead and hung workers with an exponential back-off, and gives up with
+exit status 1 on a crash loop. Signals:
+
+- SIGTERM / SIGINT: every worker drains (drain delay, in-flight requests, lifespan
+  shutdown) within its graceful timeout; a second SIGINT forces them.
+- SIGHUP: re-read every configuration layer; a valid Config is rolled out one worker at
+  a time, each new worker ready before an old one stops; an invalid one is logged.
+- SIGTTIN / SIGTTOU: one worker more / fewer.
+
+Because the parent holds every listening socket for the whole run, a worker that stops
+never closes the kernel's accept queue: connections wait there for the other workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from palfrey.build.listeners import ListenerError, describe
+from palfrey.config.loader import ConfigError
+from palfrey.config.model import Config
+from palfrey.logging import configure_logging
+from palfrey.workers import sd_notify
+from palfrey.workers.sockets import ListenerSet, reusable
+from palfrey.workers.worker import WorkerArgs, worker_main
+
+__all__ = ["EXIT_CRASH_LOOP", "Supervisor", "restart_needed"]
+
+logger = logging.getLogger("palfrey.error")
+
+EXIT_CRASH_LOOP = 1
+_BACKOFF_START = 0.1
+_READY_MARGIN = 30.0
+_STOP_MARGIN = 5.0
+
+Reresolve = Callable[[], Config]
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    """The parent's view of one worker process."""
+
+    number: int
+    process: BaseProcess
+    conn: Connection
+    config: Config
+    generation: int
+    trial: bool
+    state: str = "starting"  # starting -> ready -> stopping
+    expected_exit: bool = False
+    ping_sent: float | None = None
+    last_pong: float = 0.0
+    ready: asyncio.Future[bool] = field(default_factory=lambda: _future())
+    exited: asyncio.Future[int] = field(default_factory=lambda: _future())
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid or 0
+
+
+def _future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "an unknown status"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Changed settings that a reload cannot apply; they need a full restart."""
+    keys = []
+    if old.reload != new.reload:
+        keys.append("reload.*")
+    if old.health.listener != new.health.listener:
+        keys.append("health.listener")
+    return keys
+
+
+class Supervisor:
+    """Runs `config` with `workers.count` supervised worker processes."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        reresolve: Reresolve | None = None,
+        manifest: Path | None = None,
+        dev_reload: bool = False,
+    ) -> None:
+        self.config = config
+        self.reresolve = reresolve
+        self.manifest = manifest
+        self.dev_reload = dev_reload
+        self.target = 1 if dev_reload else config.workers.count
+        self.generation = 0
+        self.workers: list[WorkerHandle] = []
+        self.listeners = ListenerSet({})
+        self.retired: list[tuple[int, ListenerSet]] = []
+        self.stopping = False
+        self.exit_code = 0
+        self._numbers = 0
+        self.last_start_failure = 0
+        self._crashes: list[float] = []
+        self._consecutive = 0
+        self._stop_event: asyncio.Event | None = None
+        self._ops: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._signals = 0
+        self._context = multiprocessing.get_context("spawn")
+
+    # -- entry point ----------------------------------------------------------------
+
+    def run(self) -> int:
+        """Bind, supervise until stopped, return the exit code. Raises ListenerError."""
+        self.listeners, _ = ListenerSet.open(self.config)
+        try:
+            return asyncio.run(self._main())
+        finally:
+            self.listeners.close_except()
+            for _, retired in self.retired:
+                retired.close_except()
+
+    async def _main(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._ops = asyncio.Lock()
+        logger.info("Started parent process [%d]", os.getpid())
+        for sock in self.listeners.sockets:
+            tls = self.config.tls.enabled
+            logger.info("Palfrey running on %s (Press CTRL+C to quit)", describe(sock, tls=tls))
+        self._install_signals(loop)
+        health = await self._start_health()
+        # Watch from before the first worker starts: a change during boot is a change.
+        manifest_watch = None
+        if self.config.server.reload_on_change and self.manifest is not None:
+            from palfrey.workers.watch import FileWatch
+
+            manifest_watch = FileWatch([self.manifest])
+        code = await self._boot()
+        if code:
+            await self._shutdown()
+            return code
+        sd_notify.ready(f"{len(self.workers)} workers")
+        self._spawn_task(self._health_checks())
+        if manifest_watch is not None:
+            self._spawn_task(self._watch_manifest(manifest_watch))
+        if self.dev_reload:
+            self._spawn_task(self._watch_code())
+        await self._stop_event.wait()
+        await self._shutdown()
+        if health is not None:
+            health.close()
+        logger.info("Stopping parent process [%d]", os.getpid())
+        return self.exit_code
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, signal.SIGINT)
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        loop.add_signal_handler(signal.SIGTTIN, self._on_scale, 1)
+        loop.add_signal_handler(signal.SIGTTOU, self._on_scale, -1)
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Supervisor task failed", exc_info=task.exception())
+
+    # -- signals --------------------------------------------------------------------
+
+    def _on_stop_signal(self, sig: int) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.info("Received %s; stopping workers gracefully", signal.Signals(sig).name)
+            self.request_stop()
+            return
+        logger.warning("Received %s again; forcing workers to exit", signal.Signals(sig).name)
+        for worker in self.workers:
+            _signal(worker, signal.SIGINT if self._signals == 2 else signal.SIGKILL)
+
+    def request_stop(self) -> None:
+        self.stopping = True
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    def _on_hup(self) -> None:
+        if self.stopping:
+            return
+        logger.info("Received SIGHUP; reloading the configuration")
+        self._spawn_task(self.reload(force=True))
+
+    def _on_scale(self, delta: int) -> None:
+        if self.stopping or self.dev_reload:
+            return
+        self.target = max(1, self.target + delta)
+        logger.info(
+            "Received %s; now %d workers", "SIGTTIN" if delta > 0 else "SIGTTOU", self.target
+        )
+        self._spawn_task(self._reconcile())
+
+    # -- starting and stopping workers ------------------------------------------------
+
+    def _spawn(self, *, trial: bool) -> WorkerHandle:
+        self._numbers += 1
+        parent_conn, child_conn = self._context.Pipe(duplex=True)
+        args = WorkerArgs(self.config, self.listeners.sockets, child_conn, self._numbers)
+        process = self._context.Process(
+            target=worker_main, args=(args,), name=f"palfrey-worker-{self._numbers}"
+        )
+        process.start()
+        child_conn.close()
+        worker = WorkerHandle(
+            number=self._numbers,
+            process=process,
+            conn=parent_conn,
+            config=self.config,
+            generation=self.generation,
+            trial=trial,
+        )
+        self.workers.append(worker)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(parent_conn.fileno(), self._on_message, worker)
+        loop.add_reader(process.sentinel, self._on_exit, worker)
+        logger.info("Started worker process [%d]", worker.pid)
+        return worker
+
+    async def _start_worker(self, *, trial: bool) -> WorkerHandle | None:
+        """Spawn a worker and wait until it serves; None if it failed to start."""
+        worker = self._spawn(trial=trial)
+        startup = worker.config.lifespan.startup_timeout
+        timeout = (startup or 0.0) + _READY_MARGIN if startup is not None else None
+        waiting: set[asyncio.Future[Any]] = {worker.ready, worker.exited}
+        done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if worker.ready.done() and worker.ready.result():
+            return worker
+        if not done:
+            logger.error("Worker [%d] did not start within %.0f s; killing it", worker.pid, timeout)
+            _signal(worker, signal.SIGKILL)
+        self.last_start_failure = await worker.exited
+        return None
+
+    async def _stop_worker(self, worker: WorkerHandle, *, drain: bool = False) -> None:
+        """Ask a worker to finish its in-flight requests and exit; kill it after its
+        graceful timeout (plus its drain delay and lifespan shutdown)."""
+        if worker.exited.done():
+            return
+        worker.state = "stopping"
+        worker.expected_exit = True
+        if not _send(worker, "drain" if drain else "stop"):
+            _signal(worker, signal.SIGTERM)
+        timeout = _stop_timeout(worker.config, drain=drain)
+        try:
+            await asyncio.wait_for(asyncio.shield(worker.exited), timeout)
+        except asyncio.TimeoutError:
+            logger.warning("Worker [%d] did not stop in %.0f s; killing it", worker.pid, timeout)
+            _signal(worker, signal.SIGKILL)
+            await worker.exited
+
+    def _on_message(self, worker: WorkerHandle) -> None:
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(worker.conn.fileno())
+            return
+        if message == "pong":
+            worker.ping_sent = None
+            worker.last_pong = asyncio.get_running_loop().time()
+        elif isinstance(message, tuple) and message[0] == "ready":
+            worker.state = "ready"
+            worker.last_pong = asyncio.get_running_loop().time()
+            if not worker.ready.done():
+                worker.ready.set_result(True)
+        elif (
+            isinstance(message, tuple)
+            and message[0] == "recycle"
+            and not self.stopping
+            and worker.state == "ready"
+        ):
+            self._spawn_task(self._recycle(worker))
+
+    def _on_exit(self, worker: WorkerHandle) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(worker.process.sentinel)
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(worker.conn.fileno())
+        worker.process.join(1.0)  # the sentinel closes a moment before the zombie is reapable
+        code = worker.process.exitcode
+        worker.conn.close()
+        if worker in self.workers:
+            self.workers.remove(worker)
+        was_ready = worker.state != "starting"
+        if not worker.ready.done():
+            worker.ready.set_result(False)
+        if not worker.exited.done():
+            worker.exited.set_result(code if code is not None else -1)
+        self._close_retired()
+        if worker.expected_exit or self.stopping:
+            level = logging.INFO if code == 0 else logging.WARNING
+            logger.log(level, "Worker [%d] exited with %s", worker.pid, describe_exit(code))
+            return
+        if worker.trial and not was_ready:
+            logger.error("New worker [%d] failed to start (%s)", worker.pid, describe_exit(code))
+            return
+        self._crashed(worker, code)
+
+    def _crashed(self, worker: WorkerHandle, code: int | None) -> None:
+        what = "died" if worker.state != "starting" else "failed to start"
+        if code == 0:
+            logger.warning("Worker [%d] exited with exit code 0; replacing it", worker.pid)
+            self._spawn_task(self._reconcile())
+            return
+        logger.error("Worker [%d] %s with %s", worker.pid, what, describe_exit(code))
+        if self.dev_reload:
+            logger.info("Waiting for a file change before starting it again")
+            return
+        now = asyncio.get_running_loop().time()
+        window = self.config.workers.crash_window
+        if self._crashes and now - self._crashes[-1] > window:
+            self._consecutive = 0
+        self._crashes = [t for t in self._crashes if now - t <= window] + [now]
+        self._consecutive += 1
+        limit = self.config.workers.crash_limit
+        if len(self._crashes) >= limit:
+            logger.critical(
+                "Workers crashed %d times within %.0f s (workers.crash_limit / "
+                "workers.crash_window): giving up. Fix the crash and start Palfrey again.",
+                len(self._crashes),
+                window,
+            )
+            self.exit_code = EXIT_CRASH_LOOP
+            self.request_stop()
+            return
+        backoff = _BACKOFF_START * 2 ** (self._consecutive - 1)
+        delay = min(backoff, self.config.workers.restart_backoff_max)
+        logger.info("Replacing it in %.1f s", delay)
+        asyncio.get_running_loop().call_later(delay, self._replace_later)
+
+    def _replace_later(self) -> None:
+        if not self.stopping:
+            self._spawn_task(self._reconcile())
+
+    # -- whole-pool operations --------------------------------------------------------
+
+    async def _boot(self) -> int:
+        """Start the first workers together; the exit code of one that failed, else 0."""
+        assert self._ops is not None
+        async with self._ops:
+            started = await asyncio.gather(
+                *(self._start_worker(trial=True) for _ in range(self.target))
+            )
+        failed = [w for w in started if w is None]
+        if not failed:
+            for worker in self.workers:
+                worker.trial = False
+            return 0
+        if self.dev_reload:
+            logger.error("The app failed to start; waiting for a file change")
+            return 0
+        self.exit_code = 3 if self.last_start_failure == 3 else 1
+        logger.error("A worker failed to start; stopping (exit code %d)", self.exit_code)
+        return self.exit_code
+
+    async def _reconcile(self) -> None:
+        assert self._ops is not None
+        async with self._ops:
+            await self._reconcile_locked()
+
+    async def _reconcile_locked(self) -> None:
+        active = [w for w in self.workers if w.state != "stopping"]
+        while len(active) < self.target and not self.stopping:
+            worker = await self._start_worker(trial=False)
+            if worker is None:
+                return
+            active.append(worker)
+        for worker in sorted(active, key=lambda w: w.number)[self.target :]:
+            await self._stop_worker(worker)
+
+    async def _recycle(self, worker: WorkerHandle) -> None:
+        """max_requests: replace one worker, the new one ready before the old stops."""
+        assert self._ops is not None
+        async with self._ops:
+            if self.stopping or worker not in self.workers or worker.state != "ready":
+                return
+            logger.info("Recycling worker [%d] (limits.max_requests)", worker.pid)
+            replacement = await self._start_worker(trial=True)
+            if replacement is None:
+                return
+            replacement.trial = False
+            await self._stop_worker(worker)
+
+    async def reload(self, *, force: bool) -> bool:
+        """Re-read the configuration and roll it out; False when it was not applied."""
+        assert self._ops is not None
+        sd_notify.reloading()
+        try:
+            ok = await self._reload(force=force)
+        finally:
+            sd_notify.ready(f"{len(self.workers)} workers")
+        return ok
+
+    async def _reload(self, *, force: bool) -> bool:
+        assert self._ops is not None
+        new = self._read_config()
+        if new is None:
+            return False
+        if new == self.config and not force:
+            logger.info("Configuration unchanged")
+            return True
+        for key in restart_needed(self.config, new):
+            logger.warning("%s changed: it takes effect only after a full restart", key)
+        async with self._ops:
+            if self.stopping:
+                return False
+            try:
+                listeners, _ = ListenerSet.open(new, reuse=reusable(self.listeners))
+            except ListenerError as exc:
+                logger.error("Reload failed, keeping the current configuration: %s", exc)
+                return False
+            previous = (self.config, self.listeners, self.generation)
+            self.config, self.listeners = new, listeners
+            self.generation += 1
+            old = [w for w in self.workers if w.generation < self.generation]
+            # A canary: if the new config's first worker cannot start, nothing changed.
+            first = await self._start_worker(trial=True)
+            if first is None:
+                self.config, self.listeners, self.generation = previous
+                listeners.close_except(self.listeners)
+                logger.error(
+                    "Reload failed: a worker with the new configuration did not start; "
+                    "the current workers keep serving"
+                )
+                return False
+            first.trial = False
+            configure_logging(new.logging)
+            self.target = 1 if self.dev_reload else new.workers.count
+            logger.info(
+                "Rolling out the new configuration to %d workers, one at a time", self.target
+            )
+            self.retired.append((previous[2], previous[1]))
+            replaced = 1
+            for worker in old:
+                if self.stopping:
+                    break
+                if replaced >= self.target:
+                    await self._stop_worker(worker)
+                    continue
+                if worker is not old[0]:
+                    successor = await self._start_worker(trial=True)
+                    if successor is None:
+                        break
+                    successor.trial = False
+                    replaced += 1
+                await self._stop_worker(worker)
+            await self._reconcile_locked()
+            self._close_retired()
+            logger.info("Reload complete: %d workers on the new configuration", len(self.workers))
+            return True
+
+    def _read_config(self) -> Config | None:
+        if self.reresolve is None:
+            return self.config
+        try:
+            return self.reresolve()
+        except ConfigError as exc:
+            logger.error("Reload failed, keeping the current configuration.")
+            for line in exc.render().splitlines():
+                logger.error("%s", line)
+            return None
+        except Exception as exc:  # a broken file the parsers choke on in a new way
+            logger.error("Reload failed, keeping the current configuration: %s", exc)
+            return None
+
+    def _close_retired(self) -> None:
+        keep = []
+        for generation, listeners in self.retired:
+            if any(w.generation <= generation for w in self.workers):
+                keep.append((generation, listeners))
+            else:
+                listeners.close_except(self.listeners)
+        self.retired = keep
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        sd_notify.stopping()
+        for task in list(self._tasks):
+            task.cancel()
+        workers = list(self.workers)
+        if workers:
+            logger.info("Waiting for %d workers to finish", len(workers))
+        await asyncio.gather(*(self._stop_worker(w, drain=True) for w in workers))
+
+    # -- periodic work ----------------------------------------------------------------
+
+    async def _health_checks(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            section = self.config.workers
+            interval, timeout = section.healthcheck_interval, section.healthcheck_timeout
+            await asyncio.sleep(min(0.5, interval, timeout / 2))
+            now = loop.time()
+            for worker in list(self.workers):
+                if worker.state != "ready":
+                    continue
+                if worker.ping_sent is not None:
+                    if now - worker.ping_sent > timeout:
+                        logger.error(
+                            "Worker [%d] did not answer the health check within %.1f s "
+                            "(its event loop is blocked); killing it",
+                            worker.pid,
+                            timeout,
+                        )
+                        _signal(worker, signal.SIGKILL)
+                elif now - worker.last_pong >= interval:
+                    worker.ping_sent = now
+                    _send(worker, "ping")
+
+    async def _watch_manifest(self, watch: Any) -> None:
+        from palfrey.workers.watch import POLL_INTERVAL
+
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            if watch.changed():
+                logger.info("%s changed; reloading the configuration", self.manifest)
+                await self.reload(force=False)
+
+    async def _watch_code(self) -> None:
+        from palfrey.workers.reload import ChangeWatcher
+
+        async for changes in ChangeWatcher(self.config.reload).changes():
+            names = ", ".join(sorted({str(path) for path in changes})[:5])
+            logger.warning("Detected changes in %s. Reloading...", names)
+            assert self._ops is not None
+            async with self._ops:
+                self.generation += 1
+                old = [w for w in self.workers if w.generation < self.generation]
+                new = await self._start_worker(trial=True)
+                if new is None:
+                    continue
+                new.trial = False
+                for worker in old:
+                    await self._stop_worker(worker)
+
+    async def _start_health(self) -> asyncio.AbstractServer | None:
+        section = self.config.health
+        if section.listener is None:
+            return None
+        from palfrey.workers.health import open_health_listener, serve_health
+
+        sock = open_health_listener(section)
+        return await serve_health(
+            sock,
+            section,
+            live=lambda: not self.stopping or self.exit_code == 0,
+            ready=lambda: not self.stopping and any(w.state == "ready" for w in self.workers),
+        )
+
+
+def _stop_timeout(config: Config, *, drain: bool) -> float | None:
+    graceful = config.timeouts.graceful_shutdown
+    if graceful is None:
+        return None  # the operator asked to wait for in-flight requests forever
+    lifespan = config.lifespan.shutdown_timeout or 0.0
+    delay = config.server.drain_delay if drain else 0.0
+    return delay + graceful + lifespan + _STOP_MARGIN
+
+
+def _send(worker: WorkerHandle, message: object) -> bool:
+    try:
+        worker.conn.send(message)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _signal(worker: WorkerHandle, sig: int) -> None:
+    if worker.pid and worker.process.exitcode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, sig)

@@ -1,0 +1,166 @@
+"""The worker process side of the supervisor: serve one Config on inherited sockets and
+answer the supervisor over a pipe.
+
+Messages from the supervisor: "ping" (answered "pong" by the event loop itself, so a
+blocked loop fails the health check), "stop" (finish in-flight requests and exit, for
+rolling restarts: no drain delay) and "drain" (a full shutdown, drain delay included;
+SIGTERM and SIGINT mean the same). Messages to it: ("ready", pid) once serving, "pong",
+and ("recycle", requests) when limits.max_requests is reached, so the supervisor starts a
+replacement before this worker stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from palfrey.config.model import Config
+
+__all__ = ["EXIT_OK", "WorkerArgs", "run_on_loop", "worker_main"]
+
+logger = logging.getLogger("palfrey.error")
+
+EXIT_OK = 0
+EXIT_APP_IMPORT = 1
+EXIT_CONFIG = 2
+EXIT_STARTUP = 3
+
+
+@dataclass
+class WorkerArgs:
+    """What a spawned worker receives (pickled; the sockets travel as file descriptors)."""
+
+    config: Config
+    sockets: list[socket.socket]
+    conn: Connection
+    number: int
+
+
+def worker_main(args: WorkerArgs) -> None:
+    """Entry point of a worker process (multiprocessing spawn target)."""
+    # Job-control and reload signals are the supervisor's; a worker ignores them (the
+    # default action of TTIN/TTOU would stop the process).
+    for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+    from palfrey.logging import configure_logging
+    from palfrey.main import export_env_file
+
+    export_env_file(args.config)
+    configure_logging(args.config.logging)
+    sys.exit(serve_worker(args))
+
+
+def serve_worker(args: WorkerArgs) -> int:
+    from palfrey.asgi.app_loading import AppLoadError
+    from palfrey.build.tls import TLSConfigError
+    from palfrey.server import Server, StartupFailure, loop_factory
+
+    server = Server(args.config)
+    try:
+        run_on_loop(_serve(server, args), loop_factory(args.config.server.loop))
+    except StartupFailure:
+        return EXIT_STARTUP
+    except AppLoadError as exc:
+        logger.error("%s", exc)
+        return EXIT_APP_IMPORT
+    except TLSConfigError as exc:
+        logger.error("%s", exc)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
+async def _serve(server: Any, args: WorkerArgs) -> None:
+    from palfrey.workers.watch import watch_tls
+
+    loop = asyncio.get_running_loop()
+    conn = args.conn
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.handle_exit, sig)
+
+    def on_message() -> None:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            # The supervisor is gone (killed): nobody will replace or stop us; drain.
+            loop.remove_reader(conn.fileno())
+            logger.warning("Supervisor gone; shutting down worker [%d]", os.getpid())
+            server.shutdown()
+            return
+        if message == "ping":
+            _send(conn, "pong")
+        elif message == "stop":
+            server.drain_delay_on_stop = False
+            server.shutdown()
+        elif message == "drain":
+            server.shutdown()
+
+    loop.add_reader(conn.fileno(), on_message)
+    serving = asyncio.ensure_future(server.serve(args.sockets))
+    started = asyncio.ensure_future(server.started.wait())
+    await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
+    watcher = None
+    if started.done() and not serving.done():
+        _recycle_through_supervisor(server, conn)
+        if args.config.server.reload_on_change:
+            watcher = asyncio.ensure_future(watch_tls(server))
+        _send(conn, ("ready", os.getpid()))
+    started.cancel()
+    try:
+        await serving
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(conn.fileno())
+
+
+def _recycle_through_supervisor(server: Any, conn: Connection) -> None:
+    """max_requests: ask for a replacement instead of exiting, so workers are recycled one
+    at a time and a new one is ready before this one stops."""
+    state = server.state
+    if state.on_budget_spent is None:
+        return
+
+    def spent() -> None:
+        logger.info(
+            "Maximum request limit of %d reached; asking the supervisor to replace worker [%d]",
+            state.total_requests,
+            os.getpid(),
+        )
+        if not _send(conn, ("recycle", state.total_requests)):
+            server.shutdown()
+
+    state.on_budget_spent = spent
+
+
+def _send(conn: Connection, message: object) -> bool:
+    try:
+        conn.send(message)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def run_on_loop(main: Coroutine[Any, Any, None], factory: Any) -> None:
+    """Run `main` to completion on a new loop from `factory`."""
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main)
+        return
+    loop = factory()  # pragma: no cover - Python 3.10
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(main)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        asyncio.set_event_loop(None)
+        loop.close()
