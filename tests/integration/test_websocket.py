@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import websockets
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -291,7 +290,7 @@ def test_scope(backend: str) -> None:
             with contextlib.suppress(ConnectionClosed):
                 await ws.recv()
 
-    config_sections = {
+    config_sections: dict[str, Any] = {
         "websocket": {"backend": backend},
         "server": {"host": "127.0.0.1", "port": 0, "root_path": "/api"},
         "proxy": {"headers": True, "forwarded_allow_ips": ["*"]},
@@ -372,18 +371,21 @@ def test_backend_none_refuses_upgrades_and_http_still_works(http: str) -> None:
 
 @pytest.mark.parametrize("http", ["h11", "httptools"])
 def test_http_request_then_upgrade_on_one_connection(backend: str, http: str) -> None:
-    frame = b"\x81\x82abcd" + bytes(a ^ b for a, b in zip(b"hi", b"ab"))
-    with serve(http_then_ws, backend, http) as running:
-        with socket.create_connection(running.address, timeout=TIMEOUT) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            first = sock.recv(65536)
-            assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"plain")
-            sock.sendall(GOOD + frame)  # a frame right behind the handshake
-            received = b""
-            while not received.endswith(b"\x81\x02hi"):
-                chunk = sock.recv(65536)
-                assert chunk, received
-                received += chunk
+    frame = b"\x81\x82abcd" + bytes(a ^ b for a, b in zip(b"hi", b"ab", strict=True))
+    with (
+        serve(http_then_ws, backend, http) as running,
+        socket.create_connection(running.address, timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        assert first.endswith(b"plain")
+        sock.sendall(GOOD + frame)  # a frame right behind the handshake
+        received = b""
+        while not received.endswith(b"\x81\x02hi"):
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
     assert received.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     assert b"sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in received
 
@@ -395,15 +397,17 @@ def test_ping_timeout_closes_1011(backend: str) -> None:
         scope["state"] = state
         await echo_app(scope, receive, send)
 
-    with serve(app, backend, ping_interval=0.1, ping_timeout=0.2) as running:
-        with socket.create_connection(running.address, timeout=TIMEOUT) as sock:
-            sock.sendall(GOOD)
-            received = b""
-            while b"\x88" not in received.partition(b"\r\n\r\n")[2]:  # never answer pings
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
+    with (
+        serve(app, backend, ping_interval=0.1, ping_timeout=0.2) as running,
+        socket.create_connection(running.address, timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(GOOD)
+        received = b""
+        while b"\x88" not in received.partition(b"\r\n\r\n")[2]:  # never answer pings
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
     frames = received.partition(b"\r\n\r\n")[2]
     assert b"\x89" in frames  # at least one ping was sent
     close = frames[frames.index(b"\x88") :]
@@ -439,16 +443,21 @@ def test_idle_timeout_closes_1001(backend: str) -> None:
 
 
 def test_access_log_line(backend: str, caplog: pytest.LogCaptureFixture) -> None:
-    config_sections = {"websocket": {"backend": backend}, "logging": {"access_log": True}}
+    config_sections: dict[str, Any] = {
+        "websocket": {"backend": backend},
+        "logging": {"access_log": True},
+    }
 
     async def main(url: str) -> None:
         async with connect(url) as ws:
             await ws.send("x")
             await ws.recv()
 
-    with caplog.at_level(logging.INFO, logger="palfrey.access"):
-        with run_server(echo_app, **config_sections) as running:
-            run(main(ws_url(running, "/chat")))
+    with (
+        caplog.at_level(logging.INFO, logger="palfrey.access"),
+        run_server(echo_app, **config_sections) as running,
+    ):
+        run(main(ws_url(running, "/chat")))
     lines = [r.getMessage() for r in caplog.records if r.name == "palfrey.access"]
     assert any('"GET /chat HTTP/1.1" 101' in line for line in lines), lines
 
@@ -477,7 +486,3 @@ def test_starlette_websocket_route(backend: str) -> None:
 
     with serve(app, backend) as running:
         run(main(ws_url(running, "/live")))
-
-
-def test_websockets_version() -> None:
-    assert int(websockets.__version__.split(".")[0]) >= 13

@@ -54,7 +54,12 @@ def _without(name: bytes) -> list[tuple[bytes, bytes]]:
         ("POST", "1.1", HEADERS, 405),
         ("GET", "1.0", HEADERS, 400),
         ("GET", "1.1", _without(b"sec-websocket-key"), 400),
-        ("GET", "1.1", [*_without(b"sec-websocket-version"), (b"sec-websocket-version", b"8")], 426),
+        (
+            "GET",
+            "1.1",
+            [*_without(b"sec-websocket-version"), (b"sec-websocket-version", b"8")],
+            426,
+        ),
         ("GET", "1.1", [*_without(b"sec-websocket-key"), (b"sec-websocket-key", b"YWJj")], 400),
         ("GET", "1.1", [*HEADERS, (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ==")], 400),
         ("GET", "1.1", _without(b"connection"), 400),
@@ -188,7 +193,8 @@ def test_engine_invalid_utf8_fails_fast(make_engine: Any) -> None:
     engine, sink = make_engine()
     engine.receive(frame(1, b"ok\xc0\xaf", fin=False))
     assert sink.events == [("failed", 1007)]
-    assert sink.written[-1][0] == 0x88 and sink.written[-1][2:4] == b"\x03\xef"  # close 1007
+    assert sink.written[-1][0] == 0x88
+    assert sink.written[-1][2:4] == b"\x03\xef"  # close 1007
 
 
 def test_engine_close_echo_and_server_close(make_engine: Any) -> None:
