@@ -9,11 +9,18 @@ Scenarios: `h2c` (prior knowledge, 16 connections x 10 concurrent streams) and `
 (ALPN h2, same shape). Latency percentiles come from h2load's per-request log
 (`--log-file`), so p50/p99 are exact, not h2load's mean/sd summary. Servers alternate
 within each round; `--repeat N` takes the median of N rounds.
+
+The primary figure is the server's CPU time per request (`cpu_us`): utime + stime of
+the server's whole process tree (hypercorn runs its worker as a child) from
+`/proc/<pid>/stat`, read just before and after the measured h2load run, divided by the
+requests that succeeded. It holds up on a shared machine where req/s moves with the
+neighbours. A separate h2load run of `--warmup` seconds precedes each measured run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -41,6 +49,8 @@ class Result:
     p99_ms: float = 0.0
     succeeded: int = 0
     failed: int = 0
+    cpu_us: float = 0.0  # server CPU microseconds per request
+    cpu_pct: float = 0.0  # server CPU time / wall time of the measured run
     error: str = ""
     raw: str = field(default="", repr=False)
 
@@ -49,6 +59,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants."""
+    pids: list[int] = []
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        pids.append(current)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                with contextlib.suppress(OSError):
+                    children = Path(f"/proc/{current}/task/{task}/children").read_text()
+                    stack.extend(int(child) for child in children.split())
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process tree rooted at `pid`, in seconds."""
+    ticks = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{member}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / CLK_TCK
 
 
 def make_cert(folder: Path) -> tuple[Path, Path]:
@@ -69,7 +105,7 @@ def zttp_available() -> bool:
 
 def command(server: str, port: int, tls: tuple[Path, Path] | None) -> list[str]:
     cert = [] if tls is None else [str(tls[0]), str(tls[1])]
-    if server == "palfrey":
+    if server == "palfrey" or server.startswith("palfrey@"):
         argv = [PYTHON, "-m", "palfrey", "apps:app", "--port", str(port), "--http", "h2"]
         argv += ["--no-access-log", "--log-level", "warning", "--lifespan", "off"]
         if cert:
@@ -95,7 +131,9 @@ def start(
 ) -> subprocess.Popen[bytes]:
     argv = ["taskset", "-c", str(cpu), *command(server, port, tls)]
     extra = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'bench'}:{ROOT}:{extra}".rstrip(":")}
+    # `palfrey@DIR`: Palfrey imported from another checkout (A/B runs in one invocation).
+    tree = server.partition("@")[2] or str(ROOT)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'bench'}:{tree}:{extra}".rstrip(":")}
     process = subprocess.Popen(
         argv,
         cwd=ROOT / "bench",
@@ -128,7 +166,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def h2load(
-    url: str, *, duration: float, warmup: float, clients: int, streams: int, cpu: int, log: Path
+    url: str, *, duration: float, clients: int, streams: int, cpu: int, log: Path | None
 ) -> tuple[str, list[float]]:
     argv = [
         "taskset",
@@ -142,16 +180,13 @@ def h2load(
         "-t",
         "1",
         "-D",
-        str(int(duration)),
-        "--warm-up-time",
-        str(int(warmup)),
-        "--log-file",
-        str(log),
+        str(max(1, round(duration))),
+        *([] if log is None else ["--log-file", str(log)]),
         url,
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + warmup + 60)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
     latencies = []
-    if log.exists():
+    if log is not None and log.exists():
         for line in log.read_text().splitlines():
             parts = line.split("\t")
             if len(parts) >= 3 and parts[1].startswith("2"):  # failed requests log -1
@@ -193,21 +228,29 @@ def run_round(
                 continue
             try:
                 scheme = "https" if scenario == "tls" else "http"
+                url = f"{scheme}://127.0.0.1:{port}/"
+                shape = {"clients": args.clients, "streams": args.streams, "cpu": args.client_cpu}
+                if args.warmup > 0:
+                    h2load(url, duration=args.warmup, log=None, **shape)
+                cpu_before, wall_before = cpu_seconds(process.pid), time.monotonic()
                 output, latencies = h2load(
-                    f"{scheme}://127.0.0.1:{port}/",
+                    url,
                     duration=args.duration,
-                    warmup=args.warmup,
-                    clients=args.clients,
-                    streams=args.streams,
-                    cpu=args.client_cpu,
-                    log=tmp / f"{server}-{scenario}.log",
+                    log=tmp / f"{server.replace('/', '_')}-{scenario}.log",
+                    **shape,
                 )
+                cpu = cpu_seconds(process.pid) - cpu_before
+                wall = time.monotonic() - wall_before
             finally:
                 stop(process)
             result = parse(server, scenario, output, latencies)
+            if result.succeeded:
+                result.cpu_us = cpu * 1e6 / result.succeeded
+                result.cpu_pct = 100 * cpu / wall
             print(
                 f"  {scenario:4} {server:13} {result.rps:10.0f} req/s  p50 "
                 f"{result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+                f"{result.cpu_us:6.1f} us/req (cpu {result.cpu_pct:3.0f}%)  "
                 f"failed {result.failed} {result.error[:80]}",
                 file=sys.stderr,
             )
@@ -224,6 +267,8 @@ def median(results: list[Result]) -> Result:
         rps=statistics.median(r.rps for r in good),
         p50_ms=statistics.median(r.p50_ms for r in good),
         p99_ms=statistics.median(r.p99_ms for r in good),
+        cpu_us=statistics.median(r.cpu_us for r in good),
+        cpu_pct=statistics.median(r.cpu_pct for r in good),
         succeeded=sum(r.succeeded for r in good),
         failed=sum(r.failed for r in good),
         error=first.error,
@@ -237,7 +282,11 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--streams", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--servers", default="palfrey,hypercorn,uvicorn-zttp")
+    parser.add_argument(
+        "--servers",
+        default="palfrey,hypercorn,uvicorn-zttp",
+        help="comma-separated; `palfrey@DIR` runs Palfrey from another checkout",
+    )
     parser.add_argument("--scenarios", default="h2c,tls", type=lambda v: v.split(","))
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
@@ -267,14 +316,19 @@ def main() -> int:
                 r for rnd in rounds for r in rnd if (r.server, r.scenario) == (server, scenario)
             ]
             table[scenario, server] = median(runs)
-    print("\n| scenario | server | req/s | p50 ms | p99 ms | failed | vs hypercorn |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| scenario | server | CPU µs/req | req/s | p50 ms | p99 ms | server CPU | failed "
+        "| CPU/req vs hypercorn | req/s vs hypercorn |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (scenario, server), result in table.items():
         base = table.get((scenario, "hypercorn"))
         ratio = f"{result.rps / base.rps:.2f}x" if base and base.rps else "-"
+        cpu_ratio = f"{base.cpu_us / result.cpu_us:.2f}x" if base and result.cpu_us else "-"
         print(
-            f"| {scenario} | {server} | {result.rps:.0f} | {result.p50_ms:.2f} | "
-            f"{result.p99_ms:.2f} | {result.failed} | {ratio} |"
+            f"| {scenario} | {server} | {result.cpu_us:.1f} | {result.rps:.0f} | "
+            f"{result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.cpu_pct:.0f}% | "
+            f"{result.failed} | {cpu_ratio} | {ratio} |"
         )
     for note in notes:
         print(f"\n{note}")

@@ -39,6 +39,12 @@ STARTUP_FAILURE = 3
 
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+DRAIN_IDLE_GRACE = 1.0
+"""Graceful shutdown: the longest an idle keep-alive connection stays open after the
+listeners close, so a request already on its way is answered with `Connection: close`
+(RFC 9112 §9.6) rather than reset. The grace used is the smallest of this, the
+keep-alive timeout and half the graceful-shutdown timeout (see `drain_grace`)."""
+
 
 class StartupFailure(Exception):
     """The server could not start serving (lifespan startup failed)."""
@@ -187,6 +193,7 @@ class Server:
         logger.info("Shutting down")
         state = self.state
         state.shutting_down = True
+        state.drain_grace = drain_grace(self.config)
         for server in self._servers:
             server.close()
         for conn in list(state.connections):
@@ -236,6 +243,18 @@ class Server:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
+
+
+def drain_grace(config: Config) -> float:
+    """How long idle keep-alive connections are kept open during a graceful shutdown:
+    min(DRAIN_IDLE_GRACE, keep-alive timeout, graceful timeout / 2). Half the graceful
+    timeout leaves room for the half-close that follows (LINGER in http11_base) before
+    the remaining connections are aborted at the graceful deadline."""
+    grace = min(DRAIN_IDLE_GRACE, config.timeouts.keep_alive)
+    graceful = config.timeouts.graceful_shutdown
+    if graceful is not None:
+        grace = min(grace, graceful / 2)
+    return grace
 
 
 def _shutdown_connection(conn: Any) -> None:

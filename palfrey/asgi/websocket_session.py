@@ -13,6 +13,7 @@ the channel is asked to stop reading, and `receive` asks it to resume once there
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
@@ -177,7 +178,8 @@ class WebSocketSession:
         self.state = CLOSED
         self.status = 500
         headers = [(b"content-type", b"text/plain; charset=utf-8")]
-        self.channel.respond(500, headers, b"Internal Server Error")
+        with contextlib.suppress(ClientDisconnected):  # the client left meanwhile
+            self.channel.respond(500, headers, b"Internal Server Error")
 
     async def receive(self) -> Message:
         if not self._connect_sent:

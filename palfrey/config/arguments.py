@@ -7,11 +7,13 @@ were not given do not appear in the CLI layer, so lower layers show through.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 from palfrey.config.registry import Option, options, section_doc
 from palfrey.config.sources import LayerResult, Origin, Problem, put_text
@@ -85,6 +87,8 @@ def _dest(option: Option) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse  # imported when argv is parsed, not by every worker process
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         usage=USAGE,
@@ -143,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add(group: argparse._ArgumentGroup, option: Option) -> None:
     """One option's flag; uvicorn-named options also answer to their path-derived spelling
     (`--workers-count` for `--workers`), hidden from --help to keep it readable."""
+    import argparse
+
     _add_flag(group, option, option.cli_flag, _help(option))
     derived = option.derived_flag
     if derived != option.cli_flag and option.section is not None:
@@ -152,6 +158,8 @@ def _add(group: argparse._ArgumentGroup, option: Option) -> None:
 def _add_flag(
     group: argparse._ArgumentGroup, option: Option, flag: str | None, help_text: str
 ) -> None:
+    import argparse
+
     dest = _dest(option)
     assert flag is not None
     if option.kind == "bool" and option.value_style:
@@ -201,6 +209,8 @@ def _split_unknown(
 
 def parse_args(argv: Sequence[str]) -> ParsedArgs:
     """Turn argv into the CLI layer, collecting every unknown flag as a problem."""
+    import argparse
+
     parser = build_parser()
     kept, problems = _split_unknown(argv, parser)
     try:

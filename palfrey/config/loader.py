@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dotenv import dotenv_values
 from pydantic import ValidationError
 
 from palfrey.config.arguments import Meta, parse_args
@@ -115,6 +114,8 @@ def _read_env_file(path: str, environ: dict[str, str], problems: list[Problem]) 
     if not Path(path).is_file():
         problems.append(Problem(f"env file not found: {path}", Origin("env", "env_file")))
         return {}
+    from dotenv import dotenv_values  # only when an env file is used (about 1 MiB of RSS)
+
     loaded = {}
     for name, value in dotenv_values(path).items():
         if value is not None and name not in environ:

@@ -15,9 +15,10 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
 
 from palfrey.config.model import SECTIONS
 from palfrey.config.registry import ENV_PREFIX, Option, by_flat_env, by_path, by_uvicorn_param
@@ -215,10 +216,22 @@ def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
                 if len(path) < 2:
                     walk(value_node, path)
 
+    import yaml  # only for YAML manifests: PyYAML costs about 1 MiB of RSS
+
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
         walk(root, ())
     return lines
+
+
+def _read_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+    import yaml  # imported only when a YAML manifest is read
+
+    try:
+        data = yaml.safe_load(text)
+        return ({} if data is None else data), _yaml_lines(text)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: invalid YAML: {exc}") from None
 
 
 def read_manifest(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
@@ -241,10 +254,7 @@ def read_manifest(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int
                     raise ManifestError(f"{path} has no [tool.palfrey] table")
             return data, _toml_lines(text, prefix)
         if suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-            if data is None:
-                data = {}
-            lines = _yaml_lines(text)
+            data, lines = _read_yaml(text, path)
         elif suffix == ".json":
             data, lines = json.loads(text), {}
         else:
@@ -253,8 +263,6 @@ def read_manifest(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int
             )
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path}: invalid TOML: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{path}: invalid YAML: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
     if not isinstance(data, dict):

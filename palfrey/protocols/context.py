@@ -43,6 +43,11 @@ class ServerState:
     on_budget_spent: Callable[[], None] | None = None
     request_budget: int | None = None
     shutting_down: bool = False
+    #: Graceful shutdown: how long an idle keep-alive connection stays open once
+    #: `shutting_down` is set, so a request already on its way is answered (with
+    #: `Connection: close`) instead of meeting a closed socket (RFC 9112 §9.6). Set by
+    #: Server.stop: min(keep-alive timeout, server.DRAIN_IDLE_GRACE, graceful timeout).
+    drain_grace: float = 1.0
     #: Flushes of response heads held back for a first body chunk, run together on the
     #: next loop turn (see HTTPCycle.send).
     held_heads: list[Callable[[], None]] = field(default_factory=list)

@@ -30,7 +30,7 @@ from palfrey.protocols.context import ConnectionContext, Receive, Scope, Send
 from palfrey.protocols.http11_response import (
     CONTINUE_100,
     chunk,
-    encode_head,
+    encode,
     error_response,
 )
 from palfrey.protocols.limits import (
@@ -48,6 +48,9 @@ _FEED_SLICE = 16384
 _LAST_CHUNK = b"0\r\n\r\n"
 _DISCARD_LIMIT = 1 << 20  # unread body skipped to keep a connection alive
 _FILE_CHUNK = 65536
+# RFC 9112 §9.6 tear-down: after a half-close, how long unread client bytes are read and
+# discarded (waiting for the client's own close) before the socket is closed outright.
+LINGER = 1.0
 _EAGER = sys.version_info >= (3, 12)
 _METHODS: dict[bytes, str] = {}  # bytes -> str, filled lazily (methods are a small closed set)
 
@@ -58,44 +61,47 @@ async def _service_unavailable(scope: Scope, receive: Receive, send: Send) -> No
     await send({"type": "http.response.body", "body": b"Service Unavailable"})
 
 
-class _Exchange:
-    """Per-request state only the HTTP/1.1 connection needs."""
+class HTTP11Cycle(HTTPCycle):
+    """An HTTPCycle plus the response framing only HTTP/1.1 needs (one object per request
+    rather than a cycle and a side table; the fields are set in `on_head`)."""
 
     __slots__ = ("body_allowed", "chunked", "head_sent", "http11", "keep_alive", "remaining")
 
-    def __init__(self, http11: bool, keep_alive: bool) -> None:
-        self.http11 = http11
-        self.head_sent = False
-        self.keep_alive = keep_alive
-        self.chunked = False
-        self.remaining: int | None = None
-        self.body_allowed = True
+    http11: bool
+    keep_alive: bool
+    head_sent: bool
+    chunked: bool
+    remaining: int | None
+    body_allowed: bool
 
 
 class HTTP11Connection(asyncio.Protocol):
     """Everything about an HTTP/1.1 connection except turning bytes into events."""
 
+    #: The backend's `feed` takes memoryview slices of a read (no copy per slice).
+    feeds_views = False
+
     def __init__(self, ctx: ConnectionContext) -> None:
         self.ctx = ctx
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.cycle: HTTPCycle | None = None  # the request whose response is being written
-        self.reading: HTTPCycle | None = None  # the request whose body is being parsed
-        self.pipeline: deque[HTTPCycle] = deque()
-        self.exchanges: dict[HTTPCycle, _Exchange] = {}
+        self.cycle: HTTP11Cycle | None = None  # the request whose response is being written
+        self.reading: HTTP11Cycle | None = None  # the request whose body is being parsed
+        self.pipeline: deque[HTTP11Cycle] = deque()
         self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._read_paused = False
         self._closed = False
         self._rejected = False
         self._pending_error: ProtocolError | None = None
-        self._to_start: HTTPCycle | None = None
+        self._to_start: HTTP11Cycle | None = None
         self._backlog: list[bytes] = []
         self._phase = _HEAD
         self._since = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._got_bytes = False
+        self._drain_at: float | None = None  # graceful shutdown: when an idle one closes
         self.server: Any = None
         self.client: Any = None
         self.scheme = "http"
@@ -126,11 +132,12 @@ class HTTP11Connection(asyncio.Protocol):
         if tls is not None:
             self.scheme = "https"
             self.extensions["tls"] = tls
-        if self.ctx.state.shutting_down:
-            self._close()  # accepted just as the listeners closed
-            return
         # The head-read timeout also bounds how long a new connection may stay silent.
         self._arm(_HEAD)
+        if self.ctx.state.shutting_down:
+            # Accepted just as the listeners closed: its client may already have sent a
+            # request, which is answered (with `Connection: close`) rather than reset.
+            self.shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -168,6 +175,7 @@ class HTTP11Connection(asyncio.Protocol):
     def _feed_slices(self, data: bytes) -> None:
         # Many tiny pipelined requests in one read must not queue without bound.
         view = memoryview(data)
+        copy = not self.feeds_views
         for start in range(0, len(data), _FEED_SLICE):
             if len(self.pipeline) >= _MAX_PIPELINE:
                 self._backlog.append(bytes(view[start:]))
@@ -175,10 +183,12 @@ class HTTP11Connection(asyncio.Protocol):
                 return
             if start and self.reading is not None:
                 # Inside a request body (a large POST in one read): the rest is body, fed
-                # whole rather than copied and parsed slice by slice.
-                self.feed(bytes(view[start:]))
+                # whole rather than parsed slice by slice.
+                piece = view[start:]
+                self.feed(bytes(piece) if copy else piece)  # type: ignore[arg-type]
                 return
-            self.feed(bytes(view[start : start + _FEED_SLICE]))
+            piece = view[start : start + _FEED_SLICE]
+            self.feed(bytes(piece) if copy else piece)  # type: ignore[arg-type]
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -196,7 +206,7 @@ class HTTP11Connection(asyncio.Protocol):
         version = check_request_line(method, target, version)
         http11 = version == "1.1"
         framing = inspect_headers(headers, http11)
-        if self.ctx.websocket is not None and wants_websocket(headers):
+        if framing.upgrade and self.ctx.websocket is not None and wants_websocket(headers):
             return self._websocket_request(method, target, version, headers, framing)
         length = framing.content_length
         limits = self.ctx.limits
@@ -206,14 +216,18 @@ class HTTP11Connection(asyncio.Protocol):
             and length > limits.max_body_size
         ):
             raise ProtocolError(413, "Request body too large")
-        cycle = HTTPCycle(
+        cycle = HTTP11Cycle(
             self._scope(method, target, version, headers),
             self,
             self.ctx,
             more_body=framing.chunked or bool(length),
             expect_continue=framing.expect_continue,
         )
-        self.exchanges[cycle] = _Exchange(http11, framing.keep_alive)
+        cycle.http11 = http11
+        cycle.keep_alive = framing.keep_alive
+        cycle.head_sent = cycle.chunked = False
+        cycle.remaining = None
+        cycle.body_allowed = True
         self.reading = cycle
         self._phase = _BUSY
         if self.cycle is None:
@@ -291,7 +305,7 @@ class HTTP11Connection(asyncio.Protocol):
 
     # -- running the app ---------------------------------------------------------------
 
-    def _run(self, cycle: HTTPCycle) -> None:
+    def _run(self, cycle: HTTP11Cycle) -> None:
         ctx = self.ctx
         app = ctx.app
         limit = ctx.concurrency
@@ -319,88 +333,91 @@ class HTTP11Connection(asyncio.Protocol):
     def write_response(
         self, cycle: HTTPCycle, status: int, headers: Any, body: bytes, more_body: bool
     ) -> None:
-        if self._closed or cycle is not self.cycle:
+        current = self.cycle
+        if cycle is not current or current is None or self._closed:
             return
-        exchange = self.exchanges[cycle]
-        allowed = cycle.scope["method"] != "HEAD" and status not in (204, 304)
-        head = encode_head(
+        allowed = status not in (204, 304) and current.scope["method"] != "HEAD"
+        head, length, chunked, keep_alive = encode(
             status,
             headers,
             self.ctx.defaults,
-            http11=exchange.http11,
-            keep_alive=exchange.keep_alive and not self.ctx.state.shutting_down,
-            body_allowed=allowed,
-            body_length=None if more_body else len(body),
+            current.http11,
+            current.keep_alive and not self.ctx.state.shutting_down,
+            allowed,
+            None if more_body else len(body),
         )
-        exchange.head_sent = True
-        exchange.chunked = head.chunked
-        exchange.keep_alive = head.keep_alive
-        exchange.remaining = head.content_length
-        exchange.body_allowed = allowed
-        if not body and more_body:
-            self.transport.write(head.data)
+        current.head_sent = True
+        current.chunked = chunked
+        current.keep_alive = keep_alive
+        current.remaining = length
+        current.body_allowed = allowed
+        if more_body and not body:
+            self.transport.write(head)
             return
-        self._write(exchange, body, more_body, head.data)
+        self._write(current, body, more_body, head)
         if not more_body:
-            self._complete(cycle, exchange)
+            self._complete(current)
 
     def write_body(self, cycle: HTTPCycle, body: bytes, more_body: bool) -> None:
-        if self._closed or cycle is not self.cycle:
+        current = self.cycle
+        if cycle is not current or current is None or self._closed:
             return
-        exchange = self.exchanges[cycle]
-        self._write(exchange, body, more_body, b"")
+        self._write(current, body, more_body, b"")
         if not more_body:
-            self._complete(cycle, exchange)
+            self._complete(current)
 
-    def _write(self, exchange: _Exchange, body: bytes, more_body: bool, head: bytes) -> None:
-        if not exchange.body_allowed:
+    def _write(self, cycle: HTTP11Cycle, body: bytes, more_body: bool, head: bytes) -> None:
+        if not cycle.body_allowed:
             if head:
                 self.transport.write(head)
             return
-        if exchange.remaining is not None:
-            exchange.remaining -= len(body)
-            if exchange.remaining < 0:
+        remaining = cycle.remaining
+        if remaining is not None:
+            remaining = cycle.remaining = remaining - len(body)
+            if remaining < 0:
                 raise RuntimeError("Response content longer than Content-Length")
-            if not more_body and exchange.remaining:
-                exchange.keep_alive = False  # the body is short: the framing is broken
-        elif exchange.chunked:
+            if not more_body and remaining:
+                cycle.keep_alive = False  # the body is short: the framing is broken
+        elif cycle.chunked:
             if body:
                 body = chunk(body)
             if not more_body:
                 body += _LAST_CHUNK
         if len(body) < 16384:
+            # One write (one send syscall) for a small response, head and body together.
             self.transport.write(head + body if head else body)
+        elif head:
+            # No copy of a large body; uvloop sends both in one writev.
+            self.transport.writelines((head, body))
         else:
-            if head:
-                self.transport.write(head)
             self.transport.write(body)
 
     async def write_file(self, cycle: HTTPCycle, status: int, headers: Any, path: str) -> None:
-        if self._closed or cycle is not self.cycle:
+        current = self.cycle
+        if cycle is not current or current is None or self._closed:
             return
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
-            exchange = self.exchanges[cycle]
-            allowed = cycle.scope["method"] != "HEAD" and status not in (204, 304)
-            head = encode_head(
+            allowed = current.scope["method"] != "HEAD" and status not in (204, 304)
+            head, _, chunked, keep_alive = encode(
                 status,
                 headers,
                 self.ctx.defaults,
-                http11=exchange.http11,
-                keep_alive=exchange.keep_alive and not self.ctx.state.shutting_down,
-                body_allowed=allowed,
-                body_length=size,
+                current.http11,
+                current.keep_alive and not self.ctx.state.shutting_down,
+                allowed,
+                size,
             )
-            exchange.chunked, exchange.keep_alive = head.chunked, head.keep_alive
-            exchange.remaining, exchange.body_allowed = None, allowed
-            exchange.head_sent = True
-            self.transport.write(head.data)
+            current.chunked, current.keep_alive = chunked, keep_alive
+            current.remaining, current.body_allowed = None, allowed
+            current.head_sent = True
+            self.transport.write(head)
             if allowed:
-                cycle.bytes_sent = await self._send_file(file, size, head.chunked)
+                cycle.bytes_sent = await self._send_file(file, size, chunked)
         if not self._closed:
-            if allowed and head.chunked:
+            if allowed and chunked:
                 self.transport.write(_LAST_CHUNK)
-            self._complete(cycle, exchange)
+            self._complete(current)
 
     async def _send_file(self, file: Any, size: int, chunked: bool) -> int:
         if not chunked and self._can_sendfile():
@@ -445,9 +462,14 @@ class HTTP11Connection(asyncio.Protocol):
 
     def send_continue(self, cycle: HTTPCycle) -> None:
         # Only before the final response head, and only if a body is still expected.
-        exchange = self.exchanges.get(cycle)
-        ready = exchange is not None and not exchange.head_sent and cycle.more_body
-        if ready and cycle is self.cycle and not self._closed:
+        current = self.cycle
+        if (
+            cycle is current
+            and current is not None
+            and not current.head_sent
+            and current.more_body
+            and not self._closed
+        ):
             self.transport.write(CONTINUE_100)
 
     def app_failed(self, cycle: HTTPCycle) -> None:
@@ -458,14 +480,11 @@ class HTTP11Connection(asyncio.Protocol):
     def app_finished(self, cycle: HTTPCycle) -> None:
         if cycle is self.cycle and not cycle.complete and not self._closed:
             self._close()  # the app gave up without a response (disconnect, cancellation)
-        elif self.ctx.state.shutting_down and self.cycle is None and not self.pipeline:
-            self._close()
 
     # -- after a response -----------------------------------------------------------
 
-    def _complete(self, cycle: HTTPCycle, exchange: _Exchange) -> None:
+    def _complete(self, cycle: HTTP11Cycle) -> None:
         cycle.finish()
-        del self.exchanges[cycle]
         ctx = self.ctx
         ctx.state.count_request()
         if ctx.access_log is not None:
@@ -473,8 +492,9 @@ class HTTP11Connection(asyncio.Protocol):
                 cycle.scope, cycle.status, cycle.bytes_sent, self.loop.time() - cycle.start_time
             )
         self.cycle = None
-        if not exchange.keep_alive or ctx.state.shutting_down:
-            self._close()
+        if not cycle.keep_alive or ctx.state.shutting_down:
+            # The response said `Connection: close` (RFC 9112 §9.6).
+            self._linger_close()
         elif cycle is self.reading:
             # The app answered before the request body ended. Without `100 Continue` the
             # client may never send it (RFC 9110 §10.1.1): close. Otherwise skip the rest.
@@ -515,7 +535,6 @@ class HTTP11Connection(asyncio.Protocol):
         self._pause_reading()
         broken, self.reading = self.reading, None
         if broken is not None:
-            self.exchanges.pop(broken, None)
             if broken in self.pipeline:
                 self.pipeline.remove(broken)
             if self._to_start is broken:
@@ -536,7 +555,9 @@ class HTTP11Connection(asyncio.Protocol):
     def _send_error(self, exc: ProtocolError) -> None:
         if not self._closed:
             self.transport.write(error_response(exc.status, exc.reason, self.ctx.defaults))
-        self._close()
+        # Unread request bytes (a refused body) must not turn into an RST that destroys
+        # the error response before the client reads it (RFC 9112 §9.6).
+        self._linger_close()
 
     # -- timers ---------------------------------------------------------------------------
 
@@ -551,30 +572,41 @@ class HTTP11Connection(asyncio.Protocol):
             return
         now = self.loop.time()
         self._since = now
-        deadline = now + timeout
+        self._schedule(now + timeout)
+
+    def _schedule(self, deadline: float) -> None:
         if self._timer is None or self._timer_at > deadline:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline
             self._timer = self.loop.call_at(deadline, self._on_timer)
 
+    def _deadline(self) -> float | None:
+        limits = self.ctx.limits
+        timeout = limits.keep_alive if self._phase == _IDLE else limits.header_read
+        deadline = None if timeout is None else self._since + timeout
+        drain = self._drain_at
+        if drain is not None and (self._phase == _IDLE or not self._got_bytes):
+            # Draining, and no byte of a next request has arrived: the grace applies (a
+            # head that has begun gets its full head-read time instead).
+            deadline = drain if deadline is None else min(drain, deadline)
+        return deadline
+
     def _on_timer(self) -> None:
         self._timer = None
-        phase = self._phase
-        if phase == _BUSY or self._closed or self.cycle is not None:
+        if self._phase == _BUSY or self._closed or self.cycle is not None:
             return
-        limits = self.ctx.limits
-        timeout = limits.keep_alive if phase == _IDLE else limits.header_read
-        if timeout is None:
+        deadline = self._deadline()
+        if deadline is None:
             return
-        deadline = self._since + timeout
         if self.loop.time() < deadline:
-            self._timer_at = deadline
-            self._timer = self.loop.call_at(deadline, self._on_timer)
-        elif phase == _HEAD and self._got_bytes and not self._rejected:
+            self._schedule(deadline)
+        elif self._phase == _HEAD and self._got_bytes and not self._rejected:
             # RFC 9110 §15.5.9: the head did not arrive in time.
             self._rejected = True
             self._send_error(ProtocolError(408, "Request Timeout"))
+        elif self._drain_at is not None:
+            self._linger_close()  # graceful shutdown: the idle grace is over
         else:
             self._close()
 
@@ -600,10 +632,42 @@ class HTTP11Connection(asyncio.Protocol):
                 if cycle is not None and not cycle.complete:
                     cycle.disconnect()
 
+    def _linger_close(self) -> None:
+        """Tear the connection down after a complete exchange (RFC 9112 §9.6): half-close
+        (FIN after the buffered response), then read and discard whatever the client still
+        sends until it closes too, for at most `LINGER` seconds. Closing outright with
+        unread bytes in the receive buffer makes the kernel answer with RST, which can
+        destroy a response the client has not read yet."""
+        if self._closed:
+            return
+        transport = self.transport
+        if not transport.can_write_eof():
+            self._close()  # TLS: close_notify then close is the transport's own tear-down
+            return
+        self._closed = self._rejected = True  # no more writes; reads are discarded
+        for cycle in (self.cycle, self.reading, *self.pipeline):
+            if cycle is not None and not cycle.complete:
+                cycle.disconnect()
+        transport.write_eof()
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+        if self._timer is not None:
+            self._timer.cancel()
+        # eof_received (the client's close) ends it sooner: the transport then closes.
+        self._timer = self.loop.call_later(LINGER, transport.close)
+
     def shutdown(self) -> None:
-        """Graceful shutdown: close now if idle, otherwise after the current response."""
-        if self.cycle is None and self.reading is None:
-            self._close()
+        """Graceful shutdown (RFC 9112 §9.6). A request in progress finishes and its
+        response carries `Connection: close`. An idle keep-alive connection is not closed
+        at once, since a request may already be on its way: for `state.drain_grace`
+        seconds the next request is answered with `Connection: close`; after that an idle
+        connection is torn down with a half-close (`_linger_close`)."""
+        if self._closed or self._drain_at is not None:
+            return
+        self._drain_at = self.loop.time() + self.ctx.state.drain_grace
+        if self.cycle is None and self.reading is None and not self.pipeline:
+            self._schedule(self._drain_at)
 
     def abort(self) -> None:
         if not self._closed:

@@ -32,13 +32,17 @@ _REQUEST_LINE = re.compile(rb"[^ ]+ [^ ]+ [^ ]+").fullmatch
 class HTTPToolsConnection(HTTP11Connection):
     """An HTTP/1.1 connection parsed by httptools."""
 
+    # llhttp reads any buffer: a large read is fed as memoryview slices, not copies (only
+    # the rare paths below that search the raw bytes turn a view into bytes).
+    feeds_views = True
+
     def __init__(self, ctx: ConnectionContext) -> None:
         super().__init__(ctx)
         self.parser = _new_parser(self)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._in_head = False
-        self._head_size = 0
+        self._max_header_count = ctx.limits.max_header_count
         self._unparsed = 0  # bytes fed while a head is incomplete (llhttp buffers them)
         # Request-line check (RFC 9112 §3): where the data being fed starts a message.
         self._data = b""
@@ -64,7 +68,8 @@ class HTTPToolsConnection(HTTP11Connection):
             # ignore Upgrade); what follows the request is parsed as the next request.
             offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
             if self.upgrade_request is not None:
-                self.switch_protocol(data[offset:])  # RFC 6455 §4.2: the rest is WebSocket
+                # RFC 6455 §4.2: the rest is WebSocket.
+                self.switch_protocol(bytes(data[offset:]))
                 return
             if offset < len(data):
                 self.feed(data[offset:])
@@ -74,7 +79,7 @@ class HTTPToolsConnection(HTTP11Connection):
                 raise exc.__context__ from None
             raise
         except httptools.HttpParserInvalidMethodError:
-            raise _method_error(data) from None
+            raise _method_error(bytes(data)) from None
         except httptools.HttpParserError as exc:
             raise _parser_error(exc) from None
         if self._in_head:
@@ -95,7 +100,6 @@ class HTTPToolsConnection(HTTP11Connection):
         self._headers = []
         self._in_head = True
         self._in_message = True
-        self._head_size = 0
         self._unparsed = 0
         start = self._start
         if start == _AFTER_PREVIOUS:
@@ -119,20 +123,27 @@ class HTTPToolsConnection(HTTP11Connection):
             value = value.rstrip(b" \t")
         headers = self._headers
         headers.append((name.lower(), value))
-        self._head_size += len(name) + len(value) + 4
-        limits = self.ctx.limits
-        if len(headers) > limits.max_header_count:
+        # The count bounds memory while parsing; the size is checked once the head is
+        # complete (on_headers_complete), and by `feed` while it is still arriving.
+        if len(headers) > self._max_header_count:
             raise ProtocolError(431, "Too many header fields")
-        if self._head_size > limits.max_head_size:
-            raise ProtocolError(431, "Request header fields too large")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self.parser
         method = parser.get_method()
-        if len(method) + len(self._url) + 10 > self.ctx.limits.max_request_line:
+        limits = self.ctx.limits
+        if len(method) + len(self._url) + 10 > limits.max_request_line:
             raise ProtocolError(414, "Request-URI too long")
-        framing = self.on_head(method, self._url, parser.get_http_version(), self._headers)
+        headers = self._headers
+        # The head's fields take at most the bytes fed for it (plus one per field, for
+        # "name:value" without the SP counted below): only a head that may be too large
+        # is measured field by field (RFC 6585 §5).
+        if self._unparsed + len(self._data) + len(headers) > limits.max_head_size and (
+            sum(len(name) + len(value) + 4 for name, value in headers) > limits.max_head_size
+        ):
+            raise ProtocolError(431, "Request header fields too large")
+        framing = self.on_head(method, self._url, parser.get_http_version(), headers)
         self._body_length = framing.content_length or 0
         if framing.chunked:
             self._message_start = -1  # its end is not tracked: no check for a follower
@@ -167,6 +178,8 @@ class HTTPToolsConnection(HTTP11Connection):
 
     def _check_line(self, start: int) -> None:
         data = self._data
+        if type(data) is not bytes:
+            data = self._data = bytes(data)  # a memoryview slice (see feeds_views)
         if data[start : start + 1] in _CRLF:
             # RFC 9112 §2.2: empty lines before a request line are ignored (llhttp too).
             start = len(data) - len(data[start:].lstrip(b"\r\n"))
@@ -177,7 +190,7 @@ class HTTPToolsConnection(HTTP11Connection):
             raise ProtocolError(400, "Invalid request line")
 
     def _finish_line(self, data: bytes) -> None:
-        line = self._line + data if self._line else data
+        line = self._line + data if self._line else bytes(data)
         end = line.find(b"\r\n")
         if end >= 0:
             self._line = None

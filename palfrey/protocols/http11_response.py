@@ -16,8 +16,20 @@ from email.utils import formatdate
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 # CR, LF or NUL in a value would let an app split the response (RFC 9110 §5.5).
 _BAD_VALUE = re.compile(rb"[\x00\r\n]").search
-_KNOWN_NAMES: set[bytes] = set()
-_KNOWN_NAMES_MAX = 4096
+# Values checked once and remembered (short ones only: an app's constant header values,
+# such as content types, repeat on every response).
+_GOOD_VALUES: set[bytes] = set()
+_GOOD_VALUES_MAX = 4096
+_GOOD_VALUE_LENGTH = 128
+_KINDS_MAX = 4096
+
+# What encode_head does with a header name, decided once per spelling (DefaultHeaders.kinds).
+_PLAIN, _LENGTH, _CONNECTION, _CODING, _DEFAULT = range(5)
+_SPECIAL_KINDS = {
+    b"content-length": _LENGTH,
+    b"connection": _CONNECTION,
+    b"transfer-encoding": _CODING,
+}
 
 _STATUS_LINES: dict[tuple[int, bool], bytes] = {}
 
@@ -61,6 +73,9 @@ class DefaultHeaders:
             {b"date"} if date_header else frozenset()
         )
         self._static = b"".join(name + b": " + value + CRLF for name, value in pairs)
+        #: Header names an app sent, as spelled, classified for encode_head (checked to
+        #: be tokens once, RFC 9110 §5.6.2). Bounded; a name past the bound is re-checked.
+        self.kinds: dict[bytes, int] = {}
         self._second = -1
         self._block = self._static
 
@@ -113,29 +128,51 @@ def encode_head(
     Content-Length get one instead of chunked coding. `body_allowed` is
     false for HEAD requests and 1xx/204/304 responses (RFC 9110 §6.4.1).
     """
+    return ResponseHead(
+        *encode(status, headers, defaults, http11, keep_alive, body_allowed, body_length)
+    )
+
+
+def encode(
+    status: int,
+    headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
+    defaults: DefaultHeaders,
+    http11: bool,
+    keep_alive: bool,
+    body_allowed: bool,
+    body_length: int | None,
+) -> tuple[bytes, int | None, bool, bool]:
+    """encode_head's hot path: (head bytes, content length, chunked, keep-alive)."""
     if not 200 <= status <= 999:
         raise RuntimeError(f"invalid final response status {status!r}")
-    parts = [status_line(status, http11)]
+    line = _STATUS_LINES.get((status, http11))
+    parts = [line if line is not None else status_line(status, http11)]
     content_length: int | None = None
     transfer_encoding: bytes | None = None
     seen_defaults: set[bytes] | None = None
+    kinds = defaults.kinds
     for name, value in headers:
-        lname = name.lower()
-        if lname not in _KNOWN_NAMES:
-            _check_name(lname)
-        if _BAD_VALUE(value) is not None:
-            raise RuntimeError(f"invalid HTTP header value {value!r}")
-        if lname == b"content-length":
-            content_length = int(value)
-        elif lname == b"connection":
-            if b"close" in value.lower():
-                keep_alive = False
-                continue  # re-added below in canonical form
-        elif lname == b"transfer-encoding":
-            transfer_encoding = value.lower()
-        elif lname in defaults.names:
-            seen_defaults = seen_defaults or set()
-            seen_defaults.add(lname)
+        try:
+            kind = kinds.get(name)
+            good = value in _GOOD_VALUES
+        except TypeError:  # a bytearray: valid, but not a cache key
+            kind, good = None, False
+        if kind is None:
+            kind = _classify(name, defaults)
+        if not good:
+            _check_value(value)
+        if kind:
+            if kind == _LENGTH:
+                content_length = int(value)
+            elif kind == _CONNECTION:
+                if b"close" in value.lower():
+                    keep_alive = False
+                    continue  # re-added below in canonical form
+            elif kind == _CODING:
+                transfer_encoding = value.lower()
+            else:
+                seen_defaults = seen_defaults or set()
+                seen_defaults.add(name.lower())
         parts += (name, b": ", value, CRLF)
     chunked = False
     if transfer_encoding is not None:
@@ -145,7 +182,7 @@ def encode_head(
     elif content_length is None and body_allowed:
         if body_length is not None:
             content_length = body_length
-            parts += (b"content-length: ", str(body_length).encode(), CRLF)
+            parts += (b"content-length: ", b"%d" % body_length, CRLF)
         elif http11:
             chunked = True
             parts.append(b"transfer-encoding: chunked\r\n")
@@ -159,14 +196,28 @@ def encode_head(
         defaults.block() if seen_defaults is None else defaults.block_without(seen_defaults)
     )
     parts.append(CRLF)
-    return ResponseHead(b"".join(parts), content_length, chunked, keep_alive)
+    return b"".join(parts), content_length, chunked, keep_alive
 
 
-def _check_name(lname: bytes) -> None:
+def _classify(name: bytes, defaults: DefaultHeaders) -> int:
+    lname = name.lower()
     if _TOKEN(lname) is None:
         raise RuntimeError(f"invalid HTTP header name {lname!r}")
-    if len(_KNOWN_NAMES) < _KNOWN_NAMES_MAX:
-        _KNOWN_NAMES.add(lname)
+    kind = _SPECIAL_KINDS.get(lname, _DEFAULT if lname in defaults.names else _PLAIN)
+    if type(name) is bytes and len(defaults.kinds) < _KINDS_MAX:
+        defaults.kinds[name] = kind
+    return kind
+
+
+def _check_value(value: bytes) -> None:
+    if _BAD_VALUE(value) is not None:
+        raise RuntimeError(f"invalid HTTP header value {value!r}")
+    if (
+        type(value) is bytes
+        and len(value) <= _GOOD_VALUE_LENGTH
+        and len(_GOOD_VALUES) < _GOOD_VALUES_MAX
+    ):
+        _GOOD_VALUES.add(value)
 
 
 def error_response(status: int, reason: str, defaults: DefaultHeaders) -> bytes:

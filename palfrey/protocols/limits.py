@@ -72,10 +72,12 @@ _DIGITS = re.compile(rb"[0-9]{1,18}").fullmatch
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: uri-host [ ":" port ], no userinfo, path or spaces.
 _HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(:[0-9]*)?").fullmatch
 
-_SPECIAL = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
+_SPECIAL = frozenset(
+    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade")
+)
 
 
-@dataclass
+@dataclass(slots=True)
 class Framing:
     """How the request body is delimited and what the client asked of the connection."""
 
@@ -83,6 +85,8 @@ class Framing:
     chunked: bool = False
     keep_alive: bool = True
     expect_continue: bool = False
+    #: An Upgrade field is present (RFC 9110 §7.8): worth a look for a WebSocket request.
+    upgrade: bool = False
 
 
 def check_request_line(method: bytes, target: bytes, version: str) -> str:
@@ -159,7 +163,9 @@ def inspect_headers(headers: list[tuple[bytes, bytes]], http11: bool) -> Framing
             transfer_encoding = value
         elif name == b"connection":
             _connection_options(framing, value)
-        elif value.lower() == b"100-continue":
+        elif name == b"upgrade":
+            framing.upgrade = True
+        elif value.lower() == b"100-continue":  # Expect
             framing.expect_continue = http11
     if hosts > 1 or (http11 and hosts == 0):
         raise ProtocolError(400, "A request needs exactly one Host header")

@@ -39,13 +39,24 @@ _logger.propagate = False
 _logger.addHandler(logging.NullHandler())
 
 
+class _ServerProtocol(Protocol):
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is _CLOSE:
+            # RFC 6455 §5.4: control frames may come between the fragments of a message,
+            # and a close ends the connection: the unfinished message is dropped, not a
+            # protocol error (websockets fails it with 1002; wsproto and Autobahn 7.1.5
+            # expect the normal closing handshake).
+            self.current_size = None
+        super().recv_frame(frame)
+
+
 class WebsocketsEngine:
     """One server-side connection's framing (see `websocket_core.Engine`)."""
 
     __slots__ = ("_decoder", "_extensions", "_parts", "_proto", "_text", "done", "sink")
 
     def __init__(self, sink: EngineSink, *, max_size: int, deflate: Deflate | None) -> None:
-        proto = self._proto = Protocol(SERVER, state=OPEN, max_size=max_size, logger=_logger)
+        proto = self._proto = _ServerProtocol(SERVER, state=OPEN, max_size=max_size, logger=_logger)
         if deflate is not None:
             proto.extensions = [
                 PerMessageDeflate(

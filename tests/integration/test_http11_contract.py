@@ -466,6 +466,89 @@ def test_graceful_shutdown_timeout_cancels(backend: str) -> None:
         assert cancelled.is_set()
 
 
+def test_graceful_shutdown_answers_a_request_arriving_on_an_idle_connection(
+    backend: str,
+) -> None:
+    # RFC 9112 §9.6: a request already on its way to an idle keep-alive connection when
+    # shutdown begins is answered with `Connection: close`, not met by a reset.
+    with run_server(echo_app, backend=backend) as running:
+        sock = socket.create_connection(running.address, timeout=TIMEOUT)
+        sock.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        running.call(running.server.shutdown)
+        time.sleep(0.2)
+        sock.sendall(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        sock.close()
+        assert data.startswith(b"HTTP/1.1 200 OK")
+        assert b"\r\nconnection: close\r\n" in data
+        assert data.endswith(b"GET /second 1.1 ")
+
+
+def test_graceful_shutdown_closes_idle_connections_after_the_grace(backend: str) -> None:
+    # The grace is min(1 s, keep-alive timeout, graceful timeout / 2): 0.4 s here.
+    with run_server(echo_app, backend=backend, timeouts={"keep_alive": 0.4}) as running:
+        idle = socket.create_connection(running.address, timeout=TIMEOUT)
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        silent = socket.create_connection(running.address, timeout=TIMEOUT)  # never sends
+        time.sleep(0.1)
+        start = time.monotonic()
+        running.call(running.server.shutdown)
+        assert idle.recv(1) == b""  # a FIN (half-close), not a reset
+        assert silent.recv(1) == b""
+        assert 0.2 < time.monotonic() - start < 1.5
+        idle.close()
+        silent.close()
+        running.stop()
+        assert time.monotonic() - start < 2.0
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_graceful_shutdown_under_keep_alive_load_fails_no_request(backend: str, loop: str) -> None:
+    """Keep-alive clients hammer the server while it shuts down: every request sent gets
+    its whole response; each connection ends with a `Connection: close` response. Clients
+    do not retry, and do not reconnect once told to close (the listeners are gone)."""
+    clients, per_client = 8, 3000
+    sent = [0] * clients
+    failures: list[str] = []
+    closed = [False] * clients
+
+    def run(index: int) -> None:
+        with httpx.Client(base_url=running.url, timeout=TIMEOUT) as client:
+            for number in range(per_client):
+                if index % 2:
+                    time.sleep(0.002 * (number % 5))  # some connections sit idle a moment
+                sent[index] += 1
+                try:
+                    response = client.get(f"/{index}/{number}")
+                except httpx.HTTPError as exc:
+                    failures.append(f"client {index} request {number}: {exc!r}")
+                    return
+                if response.text != f"GET /{index}/{number} 1.1 ":
+                    failures.append(f"client {index} request {number}: {response.text!r}")
+                    return
+                if response.headers.get("connection") == "close":
+                    closed[index] = True
+                    return
+
+    with run_server(echo_app, backend=backend, loop=loop) as running:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + TIMEOUT
+        while min(sent) < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        running.stop()
+        for thread in threads:
+            thread.join(TIMEOUT)
+    assert failures == []
+    assert all(closed), (closed, sent)
+    assert max(sent) < per_client  # the shutdown happened while they were busy
+
+
 def test_max_requests_stops_the_server(backend: str) -> None:
     with run_server(echo_app, backend=backend, limits={"max_requests": 3}) as running:
         with httpx.Client(base_url=running.url, timeout=TIMEOUT) as client:

@@ -129,9 +129,15 @@ def test_sigterm_drains_in_flight_requests(site: Path) -> None:
 
 
 def _load(
-    url: str, *, total: int, clients: int, stop: threading.Event
+    url: str,
+    *,
+    total: int,
+    clients: int,
+    stop: threading.Event,
+    halt: threading.Event | None = None,
 ) -> tuple[list[str], dict[str, int]]:
-    """`total` GETs over `clients` keep-alive connections; failures and header values."""
+    """`total` GETs over `clients` keep-alive connections (fewer if `halt` is set first);
+    failures and header values."""
     failures: list[str] = []
     values: dict[str, int] = {}
     lock = threading.Lock()
@@ -139,6 +145,8 @@ def _load(
     def run(count: int) -> None:
         with httpx.Client(timeout=10) as client:
             for _ in range(count):
+                if halt is not None and halt.is_set():
+                    return
                 try:
                     response = client.get(url)
                     value = response.headers.get("x-config", "?")
@@ -179,6 +187,59 @@ def test_sighup_rolls_out_a_changed_manifest_without_failed_requests(site: Path)
         assert failures == []
         assert sum(values.values()) == 2000
         assert _get(proc.url + "/").headers["x-config"] == "v2"
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_repeated_sighup_rollouts_under_load_fail_no_request(site: Path) -> None:
+    # Issue 6: every worker is replaced three times while keep-alive clients send
+    # without pause; stopping workers drain (RFC 9112 §9.6) so no request fails. The
+    # clients never retry: a failure is counted as one.
+    with PalfreyProcess(["--config", "palfrey.toml", "--workers", "2"], cwd=site) as proc:
+        proc.wait_until_serving()
+        proc.wait_for_log("Application startup complete", count=2)
+        done = threading.Event()
+        outcome: list[tuple[list[str], dict[str, int]]] = []
+        loader = threading.Thread(
+            target=lambda: outcome.append(_load(proc.url + "/", total=6000, clients=6, stop=done))
+        )
+        loader.start()
+        for round_ in range(1, 4):
+            time.sleep(0.2)
+            (site / "palfrey.toml").write_text(_manifest(f"v{round_ + 1}"))
+            proc.signal(signal.SIGHUP)
+            proc.wait_for_log("Reload complete", count=round_, timeout=30)
+            if done.is_set():
+                break
+        loader.join(60)
+        failures, values = outcome[0]
+        assert failures == []
+        assert sum(values.values()) == 6000
+        assert len(values) >= 2, values  # the load spanned at least one rollout
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_max_requests_recycles_workers_under_load_without_failed_requests(site: Path) -> None:
+    (site / "palfrey.toml").write_text(_manifest("v1", "[limits]\nmax_requests = 300"))
+    with PalfreyProcess(["--config", "palfrey.toml", "--workers", "2"], cwd=site) as proc:
+        proc.wait_until_serving()
+        proc.wait_for_log("Application startup complete", count=2)
+        done, halt = threading.Event(), threading.Event()
+        outcome: list[tuple[list[str], dict[str, int]]] = []
+        loader = threading.Thread(
+            target=lambda: outcome.append(
+                _load(proc.url + "/", total=100_000, clients=4, stop=done, halt=halt)
+            )
+        )
+        loader.start()
+        # Two recycled workers have drained and exited while the clients kept sending.
+        proc.wait_for_log("exited with exit code 0", count=2, timeout=40)
+        halt.set()
+        loader.join(60)
+        failures, values = outcome[0]
+        assert failures == []
+        assert sum(values.values()) > 600
         proc.signal(signal.SIGTERM)
         assert proc.wait(20) == 0
 

@@ -330,3 +330,13 @@ def test_session_app_return_paths() -> None:
         assert channel.calls == [("accept", None), ("close", 1000, ""), ("finished",)]
 
     asyncio.run(main())
+
+
+def test_engine_close_between_fragments_is_a_normal_close(make_engine: Any) -> None:
+    # RFC 6455 §5.4 (Autobahn 7.1.5): the unfinished message is dropped.
+    engine, sink = make_engine()
+    close = frame(8, struct.pack("!H", 1000))
+    engine.receive(frame(1, b"frag1", fin=False) + close + frame(0, b"frag2"))
+    assert sink.events == [("closed", 1000)]
+    assert sink.messages == []
+    assert sink.written == [b"\x88\x02\x03\xe8"]

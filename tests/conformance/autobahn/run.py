@@ -137,6 +137,12 @@ def _case_key(case: str) -> tuple[int, ...]:
 
 def write_summary(summary: dict[str, Any], runner: str, cases: list[str]) -> None:
     RESULTS.mkdir(exist_ok=True)
+    previous = RESULTS / "summary.json"
+    if previous.exists():  # a run of one backend keeps the other's last result
+        old = json.loads(previous.read_text())
+        if old.get("case_selection") == cases:
+            summary = {**old.get("backends", {}), **summary}
+    summary = dict(sorted(summary.items(), key=lambda item: BACKENDS.index(item[0])))
     document = {"runner": runner, "case_selection": cases, "backends": summary}
     (RESULTS / "summary.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     lines = [
