@@ -181,10 +181,19 @@ def h2load(
         "1",
         "-D",
         str(max(1, round(duration))),
+        # A connection that stalls is dropped (its requests count as failed) rather
+        # than holding h2load, which waits for every request in flight, forever.
+        "--connection-inactivity-timeout",
+        "10",
         *([] if log is None else ["--log-file", str(log)]),
         url,
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    except subprocess.TimeoutExpired as exc:
+        output = exc.stdout or b""
+        text = output.decode() if isinstance(output, bytes) else output
+        return f"{text}\nh2load did not finish: the server stalled", []
     latencies = []
     if log is not None and log.exists():
         for line in log.read_text().splitlines():
