@@ -134,18 +134,29 @@ def start(
     # `palfrey@DIR`: Palfrey imported from another checkout (A/B runs in one invocation).
     tree = server.partition("@")[2] or str(ROOT)
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'bench'}:{tree}:{extra}".rstrip(":")}
-    process = subprocess.Popen(
-        argv,
-        cwd=ROOT / "bench",
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    # The server's stderr goes to a file, never an undrained pipe: once 64 KiB of log
+    # (e.g. tracebacks of requests the client abandoned at the end of an h2load run) fill
+    # a pipe, the server's next write blocks its event loop and it stops accepting.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            argv,
+            cwd=ROOT / "bench",
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+        return _wait_listening(server, process, port, log)
+
+
+def _wait_listening(
+    server: str, process: subprocess.Popen[bytes], port: int, log: Any
+) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(process.stderr.read().decode() if process.stderr else "")
+            log.seek(0)
+            raise RuntimeError(log.read().decode(errors="replace"))
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return process

@@ -183,6 +183,13 @@ class HTTPCycle:
             if not self.complete:
                 self.channel.app_failed(self)
             return
+        if isinstance(exc, ClientDisconnected) and self.disconnected:
+            # Our own `send` raised it because the client left: routine, not an app
+            # error. One ERROR traceback per abandoned request let every client that
+            # drops a busy HTTP/2 connection write ~100 of them (uvicorn and hypercorn
+            # log nothing here).
+            logger.debug("ASGI application stopped: the client disconnected")
+            return
         logger.error("Exception in ASGI application", exc_info=exc)
         if not self.started and not self.disconnected:
             self._internal_error()

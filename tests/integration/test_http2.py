@@ -3,7 +3,9 @@ Palfrey serving HTTP/1.1 and HTTP/2 on one listener."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import shutil
 import socket
 import ssl
@@ -186,6 +188,65 @@ def test_rst_stream_mid_response_disconnects_the_app(server: RunningServer) -> N
     # The connection is still usable.
     assert bytes(peer.wait(peer.request("/after")).body) == b"2 GET /after"
     peer.close()
+
+
+async def _streaming_until_gone(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    # Lets the ClientDisconnected from `send` propagate, as most apps do.
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/boom":
+        raise RuntimeError("a real bug")
+    _STARTED.append(scope["path"])
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while True:
+            await send({"type": "http.response.body", "body": b"x" * 512, "more_body": True})
+            await asyncio.sleep(0.01)
+    finally:
+        _FINISHED.append(scope["path"])
+
+
+_STARTED: list[str] = []
+_FINISHED: list[str] = []
+
+
+def test_client_leaving_mid_streams_is_not_an_app_error(
+    pki: tuple[trustme.CA, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: a client closing a TLS HTTP/2 connection with streams in flight (h2load
+    # at the end of a run) made each stream log an ERROR traceback. With stderr a pipe
+    # nobody drained, 64 KiB of them blocked the server's event loop in write(), and it
+    # stopped accepting connections.
+    ca, certfile, _ = pki
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.set_alpn_protocols(["h2"])
+    _STARTED.clear()
+    _FINISHED.clear()
+    tls = {"certfile": str(certfile)}
+    with (
+        caplog.at_level(logging.DEBUG, logger="palfrey.error"),
+        run_server(_streaming_until_gone, http2=H2, tls=tls) as running,
+    ):
+        peer = H2Peer(running.address, tls=context)
+        for i in range(10):
+            peer.request(f"/s/{i}")
+        deadline = time.monotonic() + 5
+        while len(_STARTED) < 10 and time.monotonic() < deadline:
+            peer.receive(0.2)
+        peer.close()  # mid-response, no RST_STREAM or GOAWAY
+        while len(_FINISHED) < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(_FINISHED) == 10
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == []
+        # A genuine app error is still reported.
+        peer = H2Peer(running.address, tls=context)
+        assert peer.wait(peer.request("/boom")).status == 500
+        peer.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "Exception in ASGI application"
+    ]
 
 
 # -- ASGI extensions -----------------------------------------------------------------
