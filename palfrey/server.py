@@ -79,7 +79,7 @@ class Server:
         """Serve until SIGINT/SIGTERM on a new event loop; return the exit code."""
         factory = loop_factory(self.config.server.loop)
         try:
-            _run_on_loop(self._serve_with_signals(sockets), factory)
+            run_on_loop(self._serve_with_signals(sockets), factory)
         except StartupFailure:
             return STARTUP_FAILURE
         return 0
@@ -333,7 +333,8 @@ def loop_factory(name: str) -> LoopFactory:
     return factory if callable(factory) else asyncio.new_event_loop
 
 
-def _run_on_loop(main: Any, factory: LoopFactory) -> None:
+def run_on_loop(main: Any, factory: LoopFactory) -> None:
+    """Run `main` to completion on a new event loop from `factory`."""
     if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(main)

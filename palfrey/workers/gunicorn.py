@@ -107,8 +107,7 @@ class PalfreyWorker(Worker):  # type: ignore[misc]
         signal.siginterrupt(signal.SIGUSR1, False)
 
     def run(self) -> None:
-        from palfrey.server import Server, StartupFailure, loop_factory
-        from palfrey.workers.worker import run_on_loop
+        from palfrey.server import Server, StartupFailure, loop_factory, run_on_loop
 
         config = self.palfrey_config
         assert config is not None

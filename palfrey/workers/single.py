@@ -54,8 +54,7 @@ class SingleProcess:
     def run(self) -> int:
         """Serve until stopped; returns the exit code (or never returns: re-exec).
         Raises ListenerError, AppLoadError, TLSConfigError like Server.run()."""
-        from palfrey.server import StartupFailure, loop_factory
-        from palfrey.workers.worker import run_on_loop
+        from palfrey.server import StartupFailure, loop_factory, run_on_loop
 
         listeners, _ = ListenerSet.open(self.config, reuse=adopt_handoff(os.environ))
         try:

@@ -18,14 +18,13 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from palfrey.config.model import Config
 
-__all__ = ["EXIT_OK", "WorkerArgs", "run_on_loop", "worker_main"]
+__all__ = ["EXIT_OK", "WorkerArgs", "worker_main"]
 
 logger = logging.getLogger("palfrey.error")
 
@@ -62,7 +61,7 @@ def worker_main(args: WorkerArgs) -> None:
 def serve_worker(args: WorkerArgs) -> int:
     from palfrey.asgi.app_loading import AppLoadError
     from palfrey.build.tls import TLSConfigError
-    from palfrey.server import Server, StartupFailure, loop_factory
+    from palfrey.server import Server, StartupFailure, loop_factory, run_on_loop
 
     server = Server(args.config)
     try:
@@ -148,19 +147,3 @@ def _send(conn: Connection, message: object) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-def run_on_loop(main: Coroutine[Any, Any, None], factory: Any) -> None:
-    """Run `main` to completion on a new loop from `factory`."""
-    if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(main)
-        return
-    loop = factory()  # pragma: no cover - Python 3.10
-    try:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(main)
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        asyncio.set_event_loop(None)
-        loop.close()
