@@ -91,7 +91,6 @@ class HTTPCycle:
         scope: Scope,
         channel: HTTPChannel,
         ctx: ConnectionContext,
-        *,
         more_body: bool,
         expect_continue: bool = False,
     ) -> None:
@@ -236,25 +235,34 @@ class HTTPCycle:
     async def send(self, message: Message) -> None:
         if self.disconnected:
             raise ClientDisconnected("the client has disconnected")
-        if self.channel.write_paused:
-            await self.channel.drain()
+        channel = self.channel
+        if channel.write_paused:
+            await channel.drain()
             if self.disconnected:
                 raise ClientDisconnected("the client has disconnected")
         kind = message["type"]
-        if kind in (_EARLY_HINT, _TRAILERS):
-            # Optional extensions: a channel that has no writer for them drops them.
-            self._send_extension(kind, message)
-            return
-        if self._pending is not None:
+        start = self._pending
+        if start is not None:
+            # The common case first: the body that follows `http.response.start`.
             if kind == _BODY:
-                self._send_first_body(message)
+                self._pending = None
+                body = message.get("body", b"")
+                self.bytes_sent += len(body)
+                channel.write_response(
+                    self,
+                    self.status,
+                    start.get("headers", ()),
+                    body,
+                    message.get("more_body", False),
+                )
             elif kind == _PATHSEND:
                 await self._send_path(message)
+            elif kind in (_EARLY_HINT, _TRAILERS):
+                # Optional extensions: a channel that has no writer for them drops them.
+                self._send_extension(kind, message)
             else:
                 raise RuntimeError(f"Expected {_BODY!r}, got {kind!r}")
-        elif not self.started:
-            if kind != _START:
-                raise RuntimeError(f"Expected {_START!r}, got {kind!r}")
+        elif kind == _START and not self.started:
             self.started = True
             self.status = message["status"]
             self.trailers = bool(message.get("trailers", False))
@@ -264,12 +272,16 @@ class HTTPCycle:
             # pauses before sending one, the head goes out on the next loop turn, in one
             # batch per server rather than a call_soon per response.
             self.ctx.state.hold_head(self._flush_head)
+        elif kind in (_EARLY_HINT, _TRAILERS):
+            self._send_extension(kind, message)
+        elif not self.started:
+            raise RuntimeError(f"Expected {_START!r}, got {kind!r}")
         elif self.complete:
             raise RuntimeError(f"Unexpected {kind!r} after the response completed")
         elif kind == _BODY:
             body = message.get("body", b"")
             self.bytes_sent += len(body)
-            self.channel.write_body(self, body, message.get("more_body", False))
+            channel.write_body(self, body, message.get("more_body", False))
         else:
             raise RuntimeError(f"Expected {_BODY!r}, got {kind!r}")
 
@@ -289,16 +301,6 @@ class HTTPCycle:
     def _flush_pending(self) -> None:
         if self._pending is not None:
             self._flush_head()
-
-    def _send_first_body(self, message: Message) -> None:
-        start, self._pending = self._pending, None
-        assert start is not None
-        body = message.get("body", b"")
-        self.bytes_sent += len(body)
-        headers = start.get("headers", ())
-        self.channel.write_response(
-            self, self.status, headers, body, message.get("more_body", False)
-        )
 
     async def _send_path(self, message: Message) -> None:
         start, self._pending = self._pending, None

@@ -220,8 +220,8 @@ class HTTP11Connection(asyncio.Protocol):
             self._scope(method, target, version, headers),
             self,
             self.ctx,
-            more_body=framing.chunked or bool(length),
-            expect_continue=framing.expect_continue,
+            framing.chunked or bool(length),
+            framing.expect_continue,
         )
         cycle.http11 = http11
         cycle.keep_alive = framing.keep_alive
@@ -349,13 +349,22 @@ class HTTP11Connection(asyncio.Protocol):
         current.head_sent = True
         current.chunked = chunked
         current.keep_alive = keep_alive
-        current.remaining = length
         current.body_allowed = allowed
-        if more_body and not body:
-            self.transport.write(head)
-            return
-        self._write(current, body, more_body, head)
-        if not more_body:
+        if more_body:
+            current.remaining = length
+            if body:
+                self._write(current, body, more_body, head)
+            else:
+                self.transport.write(head)
+        elif allowed and length is not None and length == len(body) < 16384:
+            # The common small response, whole and framed by its Content-Length: one
+            # write (one send syscall), head and body together.
+            current.remaining = 0
+            self.transport.write(head + body)
+            self._complete(current)
+        else:
+            current.remaining = length
+            self._write(current, body, more_body, head)
             self._complete(current)
 
     def write_body(self, cycle: HTTPCycle, body: bytes, more_body: bool) -> None:
@@ -484,7 +493,9 @@ class HTTP11Connection(asyncio.Protocol):
     # -- after a response -----------------------------------------------------------
 
     def _complete(self, cycle: HTTP11Cycle) -> None:
-        cycle.finish()
+        cycle.complete = True  # HTTPCycle.finish, inlined
+        if cycle._waiter is not None:
+            cycle._wake()  # a waiting `receive` now reports a disconnect
         ctx = self.ctx
         ctx.state.count_request()
         if ctx.access_log is not None:
