@@ -9,8 +9,10 @@ request body, and learn about disconnects. Nothing here knows about bytes on the
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
+import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -27,6 +29,10 @@ _EARLY_HINT = "http.response.early_hint"
 
 class ClientDisconnected(OSError):
     """Raised by `send` once the client has gone (ASGI HTTP spec 2.4)."""
+
+
+_EAGER = sys.version_info >= (3, 12)
+"""Python 3.12+ can start a Task eagerly (asyncio eager task start)."""
 
 
 class HTTPChannel(Protocol):
@@ -155,6 +161,24 @@ class HTTPCycle:
                 waiter.set_result(None)
 
     # -- the app's side ----------------------------------------------------------------
+
+    def start(self, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the app for this request in its own Task (every protocol starts it here)."""
+        ctx = self.ctx
+        if ctx.access_log is not None:
+            self.start_time = loop.time()
+        context = contextvars.Context() if ctx.reset_contextvars else None
+        coro = self.run(app)
+        if _EAGER:
+            # Run the app synchronously up to its first real suspension: a hello-world
+            # response is written before this returns, with no loop round trip.
+            self.task = asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        elif context is None:
+            self.task = loop.create_task(coro)
+        else:
+            # A task copies the context current at its creation (Python 3.10 has no
+            # `context=` argument), so create it inside the fresh one.
+            self.task = context.run(loop.create_task, coro)
 
     async def run(self, app: ASGIApp) -> None:
         state = self.ctx.state

@@ -18,9 +18,7 @@ when it fires instead of being cancelled and re-created for every request.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
-import sys
 from collections import deque
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
@@ -51,7 +49,6 @@ _FILE_CHUNK = 65536
 # RFC 9112 §9.6 tear-down: after a half-close, how long unread client bytes are read and
 # discarded (waiting for the client's own close) before the socket is closed outright.
 LINGER = 1.0
-_EAGER = sys.version_info >= (3, 12)
 _METHODS: dict[bytes, str] = {}  # bytes -> str, filled lazily (methods are a small closed set)
 
 
@@ -313,20 +310,7 @@ class HTTP11Connection(asyncio.Protocol):
             len(ctx.state.connections) > limit or len(ctx.state.cycles) >= limit
         ):
             app = _service_unavailable
-        if ctx.access_log is not None:
-            cycle.start_time = self.loop.time()
-        context = contextvars.Context() if ctx.reset_contextvars else None
-        coro = cycle.run(app)
-        if _EAGER:
-            # Run the app synchronously up to its first real suspension: a hello-world
-            # response is written before this returns, with no loop round trip.
-            cycle.task = asyncio.Task(coro, loop=self.loop, context=context, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-        elif context is None:
-            cycle.task = self.loop.create_task(coro)
-        else:
-            # A task copies the context current at its creation (Python 3.10 has no
-            # `context=` argument), so create it inside the fresh one.
-            cycle.task = context.run(self.loop.create_task, coro)
+        cycle.start(app, self.loop)
 
     # -- HTTPChannel: what the cycle calls ---------------------------------------------
 

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextvars
 import os
 import re
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,7 +58,6 @@ __all__ = ["PREFACE", "H2Connection", "HTTP2Settings", "Upgrade"]
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """The client connection preface (RFC 9113 §3.4)."""
 
-_EAGER = sys.version_info >= (3, 12)
 _CONN_WINDOW = 1 << 24  # the connection-level receive window kept open (§6.9.1)
 _FLOOD_PERIOD = 10.0  # seconds over which the flood budgets refill
 _FILE_CHUNK = 65536
@@ -731,17 +728,7 @@ class H2Connection(asyncio.Protocol):
         self._run(cycle, app)
 
     def _run(self, cycle: HTTPCycle, app: Any) -> None:
-        ctx = self.ctx
-        if ctx.access_log is not None:
-            cycle.start_time = self.loop.time()
-        context = contextvars.Context() if ctx.reset_contextvars else None
-        coro = cycle.run(app)
-        if _EAGER:
-            cycle.task = asyncio.Task(coro, loop=self.loop, context=context, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-        elif context is None:
-            cycle.task = self.loop.create_task(coro)
-        else:
-            cycle.task = context.run(self.loop.create_task, coro)
+        cycle.start(app, self.loop)
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
         sid = event.stream_id

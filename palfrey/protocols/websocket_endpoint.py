@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import struct
 from typing import TYPE_CHECKING, Any
 
 from palfrey.asgi.http_cycle import ClientDisconnected
@@ -38,6 +39,14 @@ logger = logging.getLogger("palfrey.error")
 
 HANDSHAKE, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
 _PENDING_LIMIT = 65536  # bytes a client may send before the handshake completes
+# Payloads from this size are written beside their frame header (writelines) rather than
+# copied into one buffer with it; below it one small copy is cheaper than two buffers.
+_SPLIT_WRITE = 4096
+# RFC 6455 §5.2: FIN + opcode, and the first length byte of an unmasked server frame.
+_TEXT_FIN, _BINARY_FIN = 0x81, 0x82
+_SHORT_HEADERS = tuple((bytes((_TEXT_FIN, n)), bytes((_BINARY_FIN, n))) for n in range(126))
+_pack_medium = struct.Struct("!BBH").pack
+_pack_long = struct.Struct("!BBQ").pack
 
 
 class WebSocketEndpoint:
@@ -64,11 +73,17 @@ class WebSocketEndpoint:
         self._app_done = False
         self._stream_lost = False
         self._start_time = 0.0
+        # No extension negotiated: data frames are framed here, without the engine.
+        self._plain = False
 
     # -- to be provided by a transport -----------------------------------------------
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError
+
+    def _writelines(self, parts: tuple[bytes, bytes]) -> None:
+        """Write a frame header and its payload (a transport may avoid joining them)."""
+        self._write(b"".join(parts))
 
     def _write_accept(
         self, subprotocol: str | None, headers: list[tuple[bytes, bytes]], extension: bytes | None
@@ -150,6 +165,7 @@ class WebSocketEndpoint:
         # Messages go straight from the engine to the session unless activity is tracked.
         if settings.idle_timeout is None:
             self.message = self.session.on_message  # type: ignore[method-assign]
+        self._plain = deflate is None
         self._write_accept(subprotocol, headers, deflate.response() if deflate else None)
         self.phase = OPEN
         self._cancel_deadline()
@@ -163,11 +179,36 @@ class WebSocketEndpoint:
 
     def send_text(self, data: str) -> None:
         self._active = True
-        self._write(self.engine.text(data))  # type: ignore[union-attr]
+        if self._plain:
+            self._send_frame(0, data.encode("utf-8"))
+        else:
+            self._write(self.engine.text(data))  # type: ignore[union-attr]
 
     def send_bytes(self, data: bytes) -> None:
         self._active = True
-        self._write(self.engine.binary(data))  # type: ignore[union-attr]
+        if self._plain:
+            # A bytearray the app may reuse must not sit in the transport's buffer.
+            self._send_frame(1, data if type(data) is bytes else bytes(data))
+        else:
+            self._write(self.engine.binary(data))  # type: ignore[union-attr]
+
+    def _send_frame(self, kind: int, payload: bytes) -> None:
+        """One unfragmented, unmasked, uncompressed data frame (RFC 6455 §5.2, §5.6):
+        kind 0 is text, 1 binary. The same bytes the engines produce, without their
+        per-frame objects and copies."""
+        length = len(payload)
+        if length < 126:
+            self._write(_SHORT_HEADERS[length][kind] + payload)
+            return
+        first = _BINARY_FIN if kind else _TEXT_FIN
+        if length < 65536:
+            header = _pack_medium(first, 126, length)
+        else:
+            header = _pack_long(first, 127, length)
+        if length < _SPLIT_WRITE:
+            self._write(header + payload)
+        else:
+            self._writelines((header, payload))
 
     def close(self, code: int, reason: str) -> None:
         """The app (or the server) starts the closing handshake (RFC 6455 §7.1.2)."""

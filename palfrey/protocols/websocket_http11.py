@@ -43,6 +43,7 @@ class WebSocketHTTP11(WebSocketEndpoint, asyncio.Protocol):
         super().__init__(ctx, settings)
         self.transport = transport
         self._write = transport.write  # type: ignore[method-assign]
+        self._writelines = transport.writelines  # type: ignore[method-assign,assignment]
         self._accept_key = accept_key
         self._read_paused = False
         self._closed = False

@@ -11,10 +11,18 @@ text is validated while a message is still arriving (RFC 6455 §8.1 "fail fast")
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from typing import Any, cast
 
 from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
+from wsproto.frame_protocol import (
+    CloseReason,
+    FrameDecoder,
+    FrameProtocol,
+    Opcode,
+    ParseFailed,
+    XorMaskerSimple,
+)
 
 from palfrey.protocols.websocket_core import (
     INVALID_DATA,
@@ -23,12 +31,69 @@ from palfrey.protocols.websocket_core import (
     EngineSink,
 )
 
+_c_apply_mask: Callable[[bytes | bytearray, bytes], bytes] | None
+try:  # the websockets library's C unmasking, when it is installed
+    from websockets.speedups import apply_mask as _c_apply_mask
+except ImportError:  # pragma: no cover - depends on the environment
+    _c_apply_mask = None
+
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
 _PING = Opcode.PING
 _PONG = Opcode.PONG
 _CLOSE = Opcode.CLOSE
 _TAIL = b"\x00\x00\xff\xff"
+
+
+# Below this size XOR-ing two big integers beats wsproto's four strided translates; above
+# it the translates win (when the C unmasking is not available).
+_INT_MASK_LIMIT = 2048
+
+
+def _int_apply_mask(data: bytes | bytearray, key: bytes) -> bytes:
+    length = len(data)
+    mask = int.from_bytes((key * (length // 4 + 1))[:length], "little")
+    return (int.from_bytes(data, "little") ^ mask).to_bytes(length, "little")
+
+
+class _FastMasker:
+    """RFC 6455 §5.3 unmasking of a frame's payload, which may arrive in pieces: the key
+    is rotated by each piece's length, as wsproto's `XorMaskerSimple` does. Returns bytes
+    so wsproto does not copy the payload again into its frame."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes | bytearray) -> None:
+        self._key = bytes(key)
+
+    def process(self, data: bytes | bytearray) -> bytes:
+        length = len(data)
+        if not length:
+            return b""
+        key = self._key
+        if _c_apply_mask is not None:
+            out: bytes = _c_apply_mask(data, key)
+        elif length <= _INT_MASK_LIMIT:
+            out = _int_apply_mask(data, key)
+        else:
+            out = bytes(XorMaskerSimple(key).process(bytearray(data)))
+        rotation = length % 4
+        if rotation:
+            self._key = key[rotation:] + key[:rotation]
+        return out
+
+
+class _FastFrameDecoder(FrameDecoder):
+    """wsproto's frame decoder with a faster unmasker (the per-byte work on every
+    received byte); everything else is wsproto's."""
+
+    def parse_header(self) -> bool:
+        if not super().parse_header():
+            return False
+        masker = self.masker
+        if type(masker) is XorMaskerSimple:
+            self.masker = _FastMasker(masker._masking_key)  # type: ignore[assignment]
+        return True
 
 
 class _BoundedDeflate(PerMessageDeflate):
@@ -98,6 +163,7 @@ class WsprotoEngine:
             extensions.append(_BoundedDeflate(max_size, deflate))
         self._proto = FrameProtocol(client=False, extensions=extensions)
         self._decoder = self._proto._frame_decoder
+        self._decoder.__class__ = _FastFrameDecoder
         self.sink = sink
         self.max_size = max_size
         self._parts: list[str] | list[bytes] = []
