@@ -45,6 +45,7 @@ from hpack.exceptions import HPACKError
 from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, RstStreamFrame
 
 from palfrey.asgi.http_cycle import HTTPCycle
+from palfrey.protocols.http11_base import LINGER
 from palfrey.transports.asyncio_stream import addresses, set_nodelay, tls_extension
 
 if TYPE_CHECKING:
@@ -1064,11 +1065,22 @@ class H2Connection(asyncio.Protocol):
         self._arm()
 
     def _close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.transport.close()
-            for stream in list(self.streams.values()):
-                stream.close()
+        if self._closed:
+            return
+        self._closed = True
+        for stream in list(self.streams.values()):
+            stream.close()
+        transport = self.transport
+        if not transport.can_write_eof():
+            transport.close()  # TLS: close_notify, then the transport's own tear-down
+            return
+        # Half-close so the GOAWAY already written reaches the peer: closing with unread
+        # bytes in the receive buffer makes the kernel answer with RST, which can destroy
+        # that GOAWAY before the client reads it (RFC 9113 §6.8 asks that it be seen).
+        # data_received discards what still arrives; the peer's FIN (eof_received) or
+        # LINGER seconds end it.
+        transport.write_eof()
+        self.loop.call_later(LINGER, transport.close)
 
     def abort(self) -> None:
         if not self._closed:
