@@ -36,7 +36,6 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,12 +47,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+from procstat import CLK_TCK, cpu_seconds, free_port, process_tree
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 LUA_DIR = BENCH_DIR / "lua"
 HOST = "127.0.0.1"
 APP_TARGET = "apps:app"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 HELLO_BODY = b"Hello, world!"
 ECHO_BODY_BYTES = 64 * 1024
@@ -194,33 +194,6 @@ class Settings:
 # --------------------------------------------------------------------------- /proc helpers
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its live descendants (granian runs its worker as a child)."""
-    pids: list[int] = []
-    stack = [pid]
-    while stack:
-        current = stack.pop()
-        pids.append(current)
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{current}/task"):
-                with contextlib.suppress(OSError):
-                    children = Path(f"/proc/{current}/task/{task}/children").read_text()
-                    stack.extend(int(child) for child in children.split())
-    return pids
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process tree rooted at ``pid``, in seconds."""
-    ticks = 0
-    for member in process_tree(pid):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{member}/stat").read_text()
-            # Fields after the command name (which may contain spaces) start at field 3.
-            fields = stat[stat.rindex(")") + 2 :].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / CLK_TCK
-
-
 def user_process_times() -> dict[int, float]:
     """utime + stime (seconds) of every user-space process.
 
@@ -321,13 +294,6 @@ def http_request(
         return response.status, headers, data
     finally:
         conn.close()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --------------------------------------------------------------------------- server process

@@ -20,7 +20,6 @@ neighbours. A separate h2load run of `--warmup` seconds precedes each measured r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -35,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from procstat import cpu_seconds, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -53,38 +53,6 @@ class Result:
     cpu_pct: float = 0.0  # server CPU time / wall time of the measured run
     error: str = ""
     raw: str = field(default="", repr=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its live descendants."""
-    pids: list[int] = []
-    stack = [pid]
-    while stack:
-        current = stack.pop()
-        pids.append(current)
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{current}/task"):
-                with contextlib.suppress(OSError):
-                    children = Path(f"/proc/{current}/task/{task}/children").read_text()
-                    stack.extend(int(child) for child in children.split())
-    return pids
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process tree rooted at `pid`, in seconds."""
-    ticks = 0
-    for member in process_tree(pid):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{member}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / CLK_TCK
 
 
 def make_cert(folder: Path) -> tuple[Path, Path]:

@@ -39,10 +39,11 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from procstat import cpu_seconds, free_port
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 HOST = "127.0.0.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- the app every server runs ----------------------------------------------------------
@@ -227,18 +228,6 @@ COMMON = [
     "--lifespan",
     "off",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def start_server(server: str, ws: str, cpu: int) -> tuple[subprocess.Popen[bytes], int]:

@@ -30,15 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from procstat import free_port
+
 BENCH = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
