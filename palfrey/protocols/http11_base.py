@@ -267,7 +267,7 @@ class HTTP11Connection(asyncio.Protocol):
         if b"#" in query:
             query = query.partition(b"#")[0]
         if raw_path.isascii():
-            path = raw_path.decode("ascii")
+            path = raw_path.decode()
             if "%" in path:
                 path = unquote(path)
         else:

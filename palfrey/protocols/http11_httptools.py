@@ -46,6 +46,7 @@ class HTTPToolsConnection(HTTP11Connection):
         self._unparsed = 0  # bytes fed while a head is incomplete (llhttp buffers them)
         # Request-line check (RFC 9112 §3): where the data being fed starts a message.
         self._data = b""
+        self._clean: bool | None = None  # whether `_data` needs no request-line check
         self._start = 0
         self._in_message = False
         self._message_start = -1
@@ -60,6 +61,7 @@ class HTTPToolsConnection(HTTP11Connection):
         if self._line is not None:
             self._finish_line(data)
         self._data = data
+        self._clean = None
         self._start = -1 if self._in_message else 0
         try:
             self.parser.feed_data(data)
@@ -101,6 +103,18 @@ class HTTPToolsConnection(HTTP11Connection):
         self._in_head = True
         self._in_message = True
         self._unparsed = 0
+        clean = self._clean
+        if clean is None:
+            # A read that ends a line and holds no double space anywhere cannot hold a bad
+            # request line: llhttp has checked everything else about it, so the common
+            # case skips locating the line (one C-level scan per read).
+            data = self._data
+            clean = self._clean = (
+                type(data) is bytes and data[-2:] == b"\r\n" and b"  " not in data
+            )
+        if clean:
+            self._message_start = -1
+            return
         start = self._start
         if start == _AFTER_PREVIOUS:
             # A pipelined request in the same read: it begins where the previous one

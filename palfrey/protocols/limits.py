@@ -72,6 +72,9 @@ _DIGITS = re.compile(rb"[0-9]{1,18}").fullmatch
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: uri-host [ ":" port ], no userinfo, path or spaces.
 _HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(:[0-9]*)?").fullmatch
 
+_GOOD_HOSTS: set[bytes] = set()
+_GOOD_HOSTS_MAX = 1024
+
 _SPECIAL = frozenset(
     (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade")
 )
@@ -139,7 +142,7 @@ def inspect_headers(headers: list[tuple[bytes, bytes]], http11: bool) -> Framing
     Content-Length, unknown codings, Transfer-Encoding on HTTP/1.0), §6.3 (duplicate or
     invalid Content-Length) and §3.2 (a missing or repeated Host on HTTP/1.1).
     """
-    framing = Framing(keep_alive=http11)
+    framing = Framing(None, False, http11)
     hosts = 0
     transfer_encoding: bytes | None = None
     for name, value in headers:
@@ -147,8 +150,8 @@ def inspect_headers(headers: list[tuple[bytes, bytes]], http11: bool) -> Framing
             continue
         if name == b"host":
             hosts += 1
-            if value and _HOST(value) is None:
-                raise ProtocolError(400, "Invalid Host header")
+            if value not in _GOOD_HOSTS:
+                _check_host(value)
         elif name == b"content-length":
             if framing.content_length is not None:
                 raise ProtocolError(400, "Duplicate Content-Length")
@@ -172,6 +175,14 @@ def inspect_headers(headers: list[tuple[bytes, bytes]], http11: bool) -> Framing
     if transfer_encoding is not None:
         _check_transfer_encoding(framing, transfer_encoding, http11)
     return framing
+
+
+def _check_host(value: bytes) -> None:
+    if value and _HOST(value) is None:
+        raise ProtocolError(400, "Invalid Host header")
+    # A server sees few distinct Host values: remember valid ones (bounded).
+    if len(_GOOD_HOSTS) < _GOOD_HOSTS_MAX and type(value) is bytes:
+        _GOOD_HOSTS.add(value)
 
 
 def _connection_options(framing: Framing, value: bytes) -> None:

@@ -111,6 +111,45 @@ def test_pipelined_responses_in_order(backend: str) -> None:
     assert raw.count(b"HTTP/1.1 200 OK") == 6
 
 
+@pytest.mark.parametrize(
+    ("reads", "served"),
+    [
+        # A double space split across two reads of one request line.
+        ((b"GET /a", b"  HTTP/1.1\r\nHost: x\r\n\r\n"), 0),
+        # A clean read (a complete request ending in CRLF), then a bad line in the next.
+        ((b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"GET  /b HTTP/1.1\r\nHost: x\r\n\r\n"), 1),
+        # A valid request whose header value holds a double space, then a bad line.
+        (
+            (
+                b"GET /a HTTP/1.1\r\nHost: x\r\nX-A: b  c\r\n\r\n"
+                b"GET  /b HTTP/1.1\r\nHost: x\r\n\r\n",
+            ),
+            1,
+        ),
+    ],
+    ids=["split-line", "clean-read-then-bad", "double-space-value-then-bad"],
+)
+def test_request_line_single_spaces_across_reads(
+    backend: str, reads: tuple[bytes, ...], served: int
+) -> None:
+    # RFC 9112 §3: single SP separators, however the line is split across reads.
+    with (
+        run_server(echo_app, backend=backend) as running,
+        socket.create_connection(running.address, timeout=TIMEOUT) as sock,
+    ):
+        for data in reads:
+            sock.sendall(data)
+            time.sleep(0.05)
+        sock.settimeout(TIMEOUT)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert raw.count(b"HTTP/1.1 200 OK") == served
+    assert raw.count(b"HTTP/1.1 400 Bad Request") == 1
+    assert b"connection: close" in raw.rpartition(b"HTTP/1.1 400")[2].lower()
+    assert b"GET /b" not in raw
+
+
 def test_chunked_both_ways(backend: str) -> None:
     def chunks() -> Any:
         yield b"hello "
