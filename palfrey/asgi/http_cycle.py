@@ -295,7 +295,7 @@ class HTTPCycle:
             # (ASGI lets a server hold `http.response.start` until then); if the app
             # pauses before sending one, the head goes out on the next loop turn, in one
             # batch per server rather than a call_soon per response.
-            self.ctx.state.hold_head(self._flush_head)
+            self.ctx.state.hold_head(self)
         elif kind in (_EARLY_HINT, _TRAILERS):
             self._send_extension(kind, message)
         elif not self.started:
@@ -324,7 +324,7 @@ class HTTPCycle:
 
     def _flush_pending(self) -> None:
         if self._pending is not None:
-            self._flush_head()
+            self.flush_head()
 
     async def _send_path(self, message: Message) -> None:
         start, self._pending = self._pending, None
@@ -332,7 +332,8 @@ class HTTPCycle:
         path = os.fspath(message["path"])
         await self.channel.write_file(self, self.status, start.get("headers", ()), path)
 
-    def _flush_head(self) -> None:
+    def flush_head(self) -> None:
+        """Write a held `http.response.start` with no body yet (the app paused)."""
         start, self._pending = self._pending, None
         if start is not None and not self.disconnected:
             self.channel.write_response(self, self.status, start.get("headers", ()), b"", True)

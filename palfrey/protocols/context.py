@@ -48,24 +48,30 @@ class ServerState:
     #: `Connection: close`) instead of meeting a closed socket (RFC 9112 §9.6). Set by
     #: Server.stop: min(keep-alive timeout, server.DRAIN_IDLE_GRACE, graceful timeout).
     drain_grace: float = 1.0
-    #: Flushes of response heads held back for a first body chunk, run together on the
-    #: next loop turn (see HTTPCycle.send).
-    held_heads: list[Callable[[], None]] = field(default_factory=list)
+    #: Requests whose response head is held back for a first body chunk; their heads are
+    #: flushed together on the next loop turn (see HTTPCycle.send).
+    held_heads: list[HTTPCycle] = field(default_factory=list)
 
-    def hold_head(self, flush: Callable[[], None]) -> None:
-        """Call `flush` on the next loop turn (a no-op by then if the body was sent)."""
+    def hold_head(self, cycle: HTTPCycle) -> None:
+        """Flush `cycle`'s head on the next loop turn (a no-op by then if the body was
+        sent)."""
         held = self.held_heads
         if not held:
             asyncio.get_running_loop().call_soon(self._flush_heads)
-        held.append(flush)
+        held.append(cycle)
 
     def _flush_heads(self) -> None:
         held, self.held_heads = self.held_heads, []
-        for flush in held:
-            flush()
+        for cycle in held:
+            cycle.flush_head()
 
     def count_request(self) -> None:
         self.total_requests += 1
+        if self.request_budget is not None:
+            self.check_budget()
+
+    def check_budget(self) -> None:
+        """Call `on_budget_spent` once `total_requests` reaches the budget."""
         if self.request_budget is not None and self.total_requests >= self.request_budget:
             self.request_budget = None
             if self.on_budget_spent is not None:

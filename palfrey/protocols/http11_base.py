@@ -32,6 +32,7 @@ from palfrey.protocols.http11_response import (
     error_response,
 )
 from palfrey.protocols.limits import (
+    KNOWN_METHODS,
     Framing,
     ProtocolError,
     check_request_line,
@@ -49,6 +50,7 @@ _FILE_CHUNK = 65536
 # RFC 9112 §9.6 tear-down: after a half-close, how long unread client bytes are read and
 # discarded (waiting for the client's own close) before the socket is closed outright.
 LINGER = 1.0
+_SERVED_METHODS = KNOWN_METHODS - {b"CONNECT"}
 _METHODS: dict[bytes, str] = {}  # bytes -> str, filled lazily (methods are a small closed set)
 
 
@@ -200,8 +202,11 @@ class HTTP11Connection(asyncio.Protocol):
         self, method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]]
     ) -> Framing:
         """A complete request head (header names lower-cased); returns its body framing."""
-        version = check_request_line(method, target, version)
-        http11 = version == "1.1"
+        if version == "1.1" and target[:1] == b"/" and method in _SERVED_METHODS:
+            http11 = True  # the common request line: nothing for check_request_line to do
+        else:
+            version = check_request_line(method, target, version)
+            http11 = version == "1.1"
         framing = inspect_headers(headers, http11)
         if framing.upgrade and self.ctx.websocket is not None and wants_websocket(headers):
             return self._websocket_request(method, target, version, headers, framing)
@@ -481,13 +486,16 @@ class HTTP11Connection(asyncio.Protocol):
         if cycle._waiter is not None:
             cycle._wake()  # a waiting `receive` now reports a disconnect
         ctx = self.ctx
-        ctx.state.count_request()
+        state = ctx.state
+        state.total_requests += 1  # ServerState.count_request, inlined
+        if state.request_budget is not None:
+            state.check_budget()
         if ctx.access_log is not None:
             ctx.access_log(
                 cycle.scope, cycle.status, cycle.bytes_sent, self.loop.time() - cycle.start_time
             )
         self.cycle = None
-        if not cycle.keep_alive or ctx.state.shutting_down:
+        if not cycle.keep_alive or state.shutting_down:
             # The response said `Connection: close` (RFC 9112 §9.6).
             self._linger_close()
         elif cycle is self.reading:
@@ -565,9 +573,9 @@ class HTTP11Connection(asyncio.Protocol):
             timeout = self.ctx.limits.header_read
         if timeout is None or self._closed:
             return
-        now = self.loop.time()
-        self._since = now
-        self._schedule(now + timeout)
+        now = self._since = self.loop.time()
+        if self._timer is None or self._timer_at > now + timeout:
+            self._schedule(now + timeout)
 
     def _schedule(self, deadline: float) -> None:
         if self._timer is None or self._timer_at > deadline:

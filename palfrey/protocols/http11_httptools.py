@@ -109,9 +109,7 @@ class HTTPToolsConnection(HTTP11Connection):
             # request line: llhttp has checked everything else about it, so the common
             # case skips locating the line (one C-level scan per read).
             data = self._data
-            clean = self._clean = (
-                type(data) is bytes and data[-2:] == b"\r\n" and b"  " not in data
-            )
+            clean = self._clean = type(data) is bytes and data[-2:] == b"\r\n" and b"  " not in data
         if clean:
             self._message_start = -1
             return

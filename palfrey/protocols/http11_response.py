@@ -32,6 +32,8 @@ _SPECIAL_KINDS = {
 }
 
 _STATUS_LINES: dict[tuple[int, bool], bytes] = {}
+_STATUS_LINES_11: dict[int, bytes] = {}  # the HTTP/1.1 ones by status alone (the hot path)
+_PLAIN_LINES_MAX = 1024
 
 CRLF = b"\r\n"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -50,6 +52,8 @@ def status_line(status: int, http11: bool = True) -> bytes:
     version = b"HTTP/1.1 " if http11 else b"HTTP/1.0 "
     line = version + str(status).encode() + b" " + reason + CRLF
     _STATUS_LINES[status, http11] = line
+    if http11:
+        _STATUS_LINES_11[status] = line
     return line
 
 
@@ -76,6 +80,9 @@ class DefaultHeaders:
         #: Header names an app sent, as spelled, classified for encode_head (checked to
         #: be tokens once, RFC 9110 §5.6.2). Bounded; a name past the bound is re-checked.
         self.kinds: dict[bytes, int] = {}
+        #: Ordinary (name, value) pairs an app sent, checked and encoded as header lines
+        #: (bounded: emptied when full).
+        self.plain_lines: dict[tuple[bytes, bytes], bytes] = {}
         self._second = -1
         self._block = self._static
 
@@ -145,23 +152,45 @@ def encode(
     """encode_head's hot path: (head bytes, content length, chunked, keep-alive)."""
     if not 200 <= status <= 999:
         raise RuntimeError(f"invalid final response status {status!r}")
-    line = _STATUS_LINES.get((status, http11))
+    line = _STATUS_LINES_11.get(status) if http11 else None
     parts = [line if line is not None else status_line(status, http11)]
     content_length: int | None = None
     transfer_encoding: bytes | None = None
     seen_defaults: set[bytes] | None = None
     kinds = defaults.kinds
-    for name, value in headers:
+    plain = defaults.plain_lines
+    for pair in headers:
+        try:
+            encoded = plain.get(pair)
+        except TypeError:  # a list pair or a bytearray: valid, but not a cache key
+            encoded = None
+        if encoded is not None:
+            # An ordinary field the app sent before, already checked and encoded.
+            parts.append(encoded)
+            continue
+        name, value = pair
         try:
             kind = kinds.get(name)
             good = value in _GOOD_VALUES
-        except TypeError:  # a bytearray: valid, but not a cache key
+        except TypeError:
             kind, good = None, False
         if kind is None:
             kind = _classify(name, defaults)
         if not good:
             _check_value(value)
-        if kind:
+        if not kind:
+            if (
+                type(pair) is tuple
+                and type(name) is bytes
+                and type(value) is bytes
+                and len(value) <= _GOOD_VALUE_LENGTH
+            ):
+                if len(plain) >= _PLAIN_LINES_MAX:
+                    # Per-response values (request ids) would fill it for good: start over
+                    # so the constant fields of the app's responses come back.
+                    plain.clear()
+                plain[pair] = name + b": " + value + CRLF
+        else:
             if kind == _LENGTH:
                 content_length = int(value)
             elif kind == _CONNECTION:

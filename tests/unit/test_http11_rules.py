@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from palfrey.protocols import http11_response
 from palfrey.protocols.http11_response import DefaultHeaders, encode_head, status_line
 from palfrey.protocols.limits import (
     HTTPLimits,
@@ -121,3 +124,45 @@ def test_encode_head_framing() -> None:
             body_length=None,
         )
     assert status_line(599) == b"HTTP/1.1 599 \r\n"
+
+
+def test_encode_head_reuses_checked_fields_without_changing_the_bytes() -> None:
+    # Ordinary fields are checked and encoded once, then reused; the bytes never differ
+    # from a first encoding, and special fields are still read on every response.
+    defaults = DefaultHeaders(server_header=False, date_header=False)
+
+    def head(headers: list[Any]) -> bytes:
+        encoded = encode_head(
+            200,
+            headers,
+            defaults,
+            http11=True,
+            keep_alive=True,
+            body_allowed=True,
+            body_length=None,
+        )
+        return encoded.data
+
+    fields = [(b"content-type", b"text/plain"), (b"X-Trace", b"a  b")]
+    first = head(fields)
+    assert head(list(fields)) == first
+    assert (b"X-Trace", b"a  b") in defaults.plain_lines
+    # A list pair or a bytearray value is valid ASGI, just not a cache key.
+    assert head([[b"content-type", b"text/plain"], (b"X-Trace", bytearray(b"a  b"))]) == first
+    closing = encode_head(
+        200,
+        [*fields, (b"connection", b"close")],
+        defaults,
+        http11=True,
+        keep_alive=True,
+        body_allowed=True,
+        body_length=None,
+    )
+    assert not closing.keep_alive
+    assert b"connection: close" in closing.data
+    with pytest.raises(RuntimeError, match="invalid HTTP header value"):
+        head([(b"content-type", b"text/plain"), (b"x-bad", b"a\nb")])
+    # Bounded: unique per-response values empty the table instead of growing it.
+    for index in range(http11_response._PLAIN_LINES_MAX + 10):
+        head([(b"x-request-id", b"%d" % index)])
+    assert len(defaults.plain_lines) <= http11_response._PLAIN_LINES_MAX
