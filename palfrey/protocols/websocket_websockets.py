@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 from websockets.extensions.permessage_deflate import PerMessageDeflate
@@ -25,6 +26,12 @@ from palfrey.protocols.websocket_core import (
     EngineSink,
 )
 
+_apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes]
+try:  # the library's C unmasking (present in its binary wheels)
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover - a build without the C extension
+    from websockets.utils import apply_mask as _apply_mask
+
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
 _CONT = Opcode.CONT
@@ -32,6 +39,7 @@ _PING = Opcode.PING
 _PONG = Opcode.PONG
 _CLOSE = Opcode.CLOSE
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+_VIEW_FROM = 4096  # payload size from which unmasking reads a view rather than a slice
 
 # websockets logs every closed connection at INFO on this logger; Palfrey has its own.
 _logger = logging.getLogger("palfrey.websockets")
@@ -53,7 +61,18 @@ class _ServerProtocol(Protocol):
 class WebsocketsEngine:
     """One server-side connection's framing (see `websocket_core.Engine`)."""
 
-    __slots__ = ("_decoder", "_extensions", "_parts", "_proto", "_text", "done", "sink")
+    __slots__ = (
+        "_buffer",
+        "_decoder",
+        "_extensions",
+        "_max_size",
+        "_parts",
+        "_plain",
+        "_proto",
+        "_text",
+        "done",
+        "sink",
+    )
 
     def __init__(self, sink: EngineSink, *, max_size: int, deflate: Deflate | None) -> None:
         proto = self._proto = _ServerProtocol(SERVER, state=OPEN, max_size=max_size, logger=_logger)
@@ -67,6 +86,9 @@ class WebsocketsEngine:
                 )
             ]
         self._extensions = proto.extensions
+        self._plain = deflate is None  # no extension: data frames may be read here
+        self._max_size = max_size
+        self._buffer = b""  # the start of a frame still arriving
         self.sink = sink
         self._parts: list[Any] = []
         self._text = False
@@ -74,8 +96,71 @@ class WebsocketsEngine:
         self.done = False
 
     def receive(self, data: bytes) -> None:
+        """Split the stream into whole frames: a complete, unfragmented, uncompressed
+        text or binary frame is unmasked and delivered here (the common case); every
+        other frame goes to the library whole, so its parser always stops at a frame
+        boundary and its state (fragmentation, closing) stays exact."""
         if self.done:
             return
+        if self._buffer:
+            data = self._buffer + data
+            self._buffer = b""
+        end = len(data)
+        pos = 0
+        proto = self._proto
+        while end - pos >= 2:
+            first = data[pos]
+            second = data[pos + 1]
+            length = second & 0x7F
+            start = pos + 2
+            if length == 126:
+                start += 2
+                if start > end:
+                    break
+                length = int.from_bytes(data[pos + 2 : start], "big")
+            elif length == 127:
+                start += 8
+                if start > end:
+                    break
+                length = int.from_bytes(data[pos + 2 : start], "big")
+            masked = second & 0x80
+            if masked:
+                start += 4
+            current = proto.current_size
+            limit = self._max_size if current is None else self._max_size - current
+            if length > limit:
+                # Too big: the library refuses it from its header alone (close 1009),
+                # before the payload arrives.
+                self._library(data[pos:])
+                return
+            stop = start + length
+            if stop > end:
+                break
+            if masked and current is None and self._plain and (first == 0x81 or first == 0x82):
+                if length < _VIEW_FROM:
+                    payload = _apply_mask(data[start:stop], data[start - 4 : start])
+                else:  # no intermediate copy of a large payload
+                    payload = _apply_mask(memoryview(data)[start:stop], data[start - 4 : start])
+                if first == 0x81:
+                    try:
+                        text = payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        self._invalid_utf8()
+                        return
+                    self.sink.message(text)
+                else:
+                    self.sink.message(payload)
+            else:
+                self._library(data[pos:stop])
+            if self.done:
+                return
+            pos = stop
+        if pos < end:
+            self._buffer = data[pos:]
+
+    def _library(self, data: bytes) -> None:
+        """Frames for the library's parser: control frames, fragments, compressed or
+        malformed frames."""
         proto = self._proto
         proto.receive_data(data)
         frames = cast("list[Frame]", proto.events_received())

@@ -340,3 +340,56 @@ def test_engine_close_between_fragments_is_a_normal_close(make_engine: Any) -> N
     assert sink.events == [("closed", 1000)]
     assert sink.messages == []
     assert sink.written == [b"\x88\x02\x03\xe8"]
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
+def test_engine_every_length_encoding_across_any_split(make_engine: Any, size: int) -> None:
+    # RFC 6455 §5.2: 7-bit, 16-bit and 64-bit lengths, whole, in two pieces split at
+    # every point of the header, and coalesced with the next frame.
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    data = frame(2, payload) + frame(1, b"next")
+    for split in [*range(15), len(data) - 7]:
+        engine, sink = make_engine(max_size=1 << 17)
+        engine.receive(data[:split])
+        engine.receive(data[split:])
+        assert sink.messages == [payload, "next"], split
+        assert not sink.events
+
+
+def test_engine_control_frames_and_fragments_between_plain_frames(make_engine: Any) -> None:
+    engine, sink = make_engine()
+    data = (
+        frame(1, b"one")
+        + frame(9, b"ping")
+        + frame(2, b"a", fin=False)
+        + frame(10, b"unsolicited")
+        + frame(0, b"b")
+        + frame(1, b"two")
+    )
+    engine.receive(data)
+    assert sink.messages == ["one", b"ab", "two"]
+    assert sink.written == [b"\x8a\x04ping"]
+    assert sink.events == [("pong", 0)]
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        # A client frame must be masked (RFC 6455 §5.1).
+        (b"\x81\x03abc", 1002),
+        # RSV1 without a negotiated extension (§5.2).
+        (frame(1, b"abc", rsv1=True), 1002),
+        # A new data frame while a fragmented message is open (§5.4).
+        (frame(1, b"a", fin=False) + frame(1, b"b"), 1002),
+        # Invalid UTF-8 in a whole text frame (§8.1).
+        (frame(1, b"\xff"), 1007),
+    ],
+    ids=["unmasked", "rsv1", "data-inside-fragments", "invalid-utf8"],
+)
+def test_engine_protocol_errors_in_data_frames(make_engine: Any, data: bytes, code: int) -> None:
+    engine, sink = make_engine()
+    engine.receive(frame(1, b"fine") + data + frame(1, b"never"))
+    assert sink.messages == ["fine"]
+    assert sink.events == [("failed", code)]
+    assert sink.written[-1][0] == 0x88
+    assert sink.written[-1][2:4] == struct.pack("!H", code)
