@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import codecs
 import logging
-from collections.abc import Callable
 from typing import Any, cast
 
 from websockets.extensions.permessage_deflate import PerMessageDeflate
@@ -25,12 +24,7 @@ from palfrey.protocols.websocket_core import (
     Deflate,
     EngineSink,
 )
-
-_apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes]
-try:  # the library's C unmasking (present in its binary wheels)
-    from websockets.speedups import apply_mask as _apply_mask
-except ImportError:  # pragma: no cover - a build without the C extension
-    from websockets.utils import apply_mask as _apply_mask
+from palfrey.protocols.websocket_frames import PLAIN_TEXT, frame_extent, is_plain, unmask_payload
 
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
@@ -39,7 +33,6 @@ _PING = Opcode.PING
 _PONG = Opcode.PONG
 _CLOSE = Opcode.CLOSE
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
-_VIEW_FROM = 4096  # payload size from which unmasking reads a view rather than a slice
 
 # websockets logs every closed connection at INFO on this logger; Palfrey has its own.
 _logger = logging.getLogger("palfrey.websockets")
@@ -96,10 +89,10 @@ class WebsocketsEngine:
         self.done = False
 
     def receive(self, data: bytes) -> None:
-        """Split the stream into whole frames: a complete, unfragmented, uncompressed
-        text or binary frame is unmasked and delivered here (the common case); every
-        other frame goes to the library whole, so its parser always stops at a frame
-        boundary and its state (fragmentation, closing) stays exact."""
+        """Split the stream into whole frames: a whole plain text or binary frame (see
+        `websocket_frames`) is unmasked and delivered here; every other frame goes to
+        the library whole, so its parser always stops at a frame boundary and its state
+        (fragmentation, closing) stays exact."""
         if self.done:
             return
         if self._buffer:
@@ -108,24 +101,11 @@ class WebsocketsEngine:
         end = len(data)
         pos = 0
         proto = self._proto
-        while end - pos >= 2:
-            first = data[pos]
-            second = data[pos + 1]
-            length = second & 0x7F
-            start = pos + 2
-            if length == 126:
-                start += 2
-                if start > end:
-                    break
-                length = int.from_bytes(data[pos + 2 : start], "big")
-            elif length == 127:
-                start += 8
-                if start > end:
-                    break
-                length = int.from_bytes(data[pos + 2 : start], "big")
-            masked = second & 0x80
-            if masked:
-                start += 4
+        while pos < end:
+            extent = frame_extent(data, pos, end)
+            if extent is None:
+                break
+            start, length = extent
             current = proto.current_size
             limit = self._max_size if current is None else self._max_size - current
             if length > limit:
@@ -136,12 +116,9 @@ class WebsocketsEngine:
             stop = start + length
             if stop > end:
                 break
-            if masked and current is None and self._plain and (first == 0x81 or first == 0x82):
-                if length < _VIEW_FROM:
-                    payload = _apply_mask(data[start:stop], data[start - 4 : start])
-                else:  # no intermediate copy of a large payload
-                    payload = _apply_mask(memoryview(data)[start:stop], data[start - 4 : start])
-                if first == 0x81:
+            if current is None and self._plain and is_plain(data, pos):
+                payload = unmask_payload(data, start, stop)
+                if data[pos] == PLAIN_TEXT:
                     try:
                         text = payload.decode("utf-8")
                     except UnicodeDecodeError:
@@ -152,8 +129,8 @@ class WebsocketsEngine:
                     self.sink.message(payload)
             else:
                 self._library(data[pos:stop])
-            if self.done:
-                return
+                if self.done:
+                    return
             pos = stop
         if pos < end:
             self._buffer = data[pos:]

@@ -11,7 +11,6 @@ text is validated while a message is still arriving (RFC 6455 §8.1 "fail fast")
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
 from typing import Any, cast
 
 from wsproto.extensions import Extension, PerMessageDeflate
@@ -30,12 +29,13 @@ from palfrey.protocols.websocket_core import (
     Deflate,
     EngineSink,
 )
-
-_c_apply_mask: Callable[[bytes | bytearray, bytes], bytes] | None
-try:  # the websockets library's C unmasking, when it is installed
-    from websockets.speedups import apply_mask as _c_apply_mask
-except ImportError:  # pragma: no cover - depends on the environment
-    _c_apply_mask = None
+from palfrey.protocols.websocket_frames import (
+    PLAIN_TEXT,
+    apply_mask,
+    frame_extent,
+    is_plain,
+    unmask_payload,
+)
 
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
@@ -43,17 +43,6 @@ _PING = Opcode.PING
 _PONG = Opcode.PONG
 _CLOSE = Opcode.CLOSE
 _TAIL = b"\x00\x00\xff\xff"
-
-
-# Below this size XOR-ing two big integers beats wsproto's four strided translates; above
-# it the translates win (when the C unmasking is not available).
-_INT_MASK_LIMIT = 2048
-
-
-def _int_apply_mask(data: bytes | bytearray, key: bytes) -> bytes:
-    length = len(data)
-    mask = int.from_bytes((key * (length // 4 + 1))[:length], "little")
-    return (int.from_bytes(data, "little") ^ mask).to_bytes(length, "little")
 
 
 class _FastMasker:
@@ -71,12 +60,7 @@ class _FastMasker:
         if not length:
             return b""
         key = self._key
-        if _c_apply_mask is not None:
-            out: bytes = _c_apply_mask(data, key)
-        elif length <= _INT_MASK_LIMIT:
-            out = _int_apply_mask(data, key)
-        else:
-            out = bytes(XorMaskerSimple(key).process(bytearray(data)))
+        out = apply_mask(data, key)
         rotation = length % 4
         if rotation:
             self._key = key[rotation:] + key[:rotation]
@@ -149,7 +133,9 @@ class WsprotoEngine:
     __slots__ = (
         "_close_sent",
         "_decoder",
+        "_messages",
         "_parts",
+        "_plain",
         "_proto",
         "_size",
         "done",
@@ -164,6 +150,8 @@ class WsprotoEngine:
         self._proto = FrameProtocol(client=False, extensions=extensions)
         self._decoder = self._proto._frame_decoder
         self._decoder.__class__ = _FastFrameDecoder
+        self._messages = self._proto._message_decoder
+        self._plain = deflate is None  # no extension: data frames may be read here
         self.sink = sink
         self.max_size = max_size
         self._parts: list[str] | list[bytes] = []
@@ -174,6 +162,20 @@ class WsprotoEngine:
     def receive(self, data: bytes) -> None:
         if self.done:
             return
+        decoder = self._decoder
+        if (
+            self._plain
+            and decoder.header is None
+            and not self._parts
+            and not len(decoder.buffer)
+            and self._messages.opcode is None
+        ):
+            # wsproto is between frames and messages: whole plain text or binary frames
+            # (see `websocket_frames`) are unmasked and delivered here; wsproto takes
+            # over from the first frame that is anything else or not whole yet.
+            data = self._plain_frames(data)
+            if not data or self.done:
+                return
         proto = self._proto
         sink = self.sink
         proto.receive_bytes(data)
@@ -218,6 +220,31 @@ class WsprotoEngine:
             remaining = header.payload_len - self._decoder.payload_consumed
             if self._size + remaining > self.max_size:
                 self._fail(MESSAGE_TOO_BIG, "message too big")
+
+    def _plain_frames(self, data: bytes) -> bytes:
+        """Deliver the whole plain frames at the start of `data`; return the rest."""
+        end = len(data)
+        pos = 0
+        while pos < end:
+            extent = frame_extent(data, pos, end)
+            if extent is None:
+                break
+            start, length = extent
+            stop = start + length
+            if stop > end or length > self.max_size or not is_plain(data, pos):
+                break
+            payload = unmask_payload(data, start, stop)
+            if data[pos] == PLAIN_TEXT:
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    self._fail(INVALID_DATA, "invalid UTF-8")
+                    return b""
+                self.sink.message(text)
+            else:
+                self.sink.message(payload)
+            pos = stop
+        return data[pos:] if pos else data
 
     def _fragment(self, payload: str | bytes, finished: bool) -> None:
         size = self._size + _byte_length(payload)

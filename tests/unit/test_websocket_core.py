@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from palfrey.asgi.websocket_session import ClientDisconnected, WebSocketSession
+from palfrey.protocols import websocket_frames
 from palfrey.protocols.websocket_core import (
     Deflate,
     HandshakeError,
@@ -393,3 +394,15 @@ def test_engine_protocol_errors_in_data_frames(make_engine: Any, data: bytes, co
     assert sink.events == [("failed", code)]
     assert sink.written[-1][0] == 0x88
     assert sink.written[-1][2:4] == struct.pack("!H", code)
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 2048, 2049, 70000])
+def test_unmasking_without_the_c_extension(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    # `palfrey[standard]` installs wsproto only: unmasking then runs in pure Python.
+    payload = os.urandom(size)
+    key = os.urandom(4)
+    expected = bytes(byte ^ key[index % 4] for index, byte in enumerate(payload))
+    assert websocket_frames.apply_mask(payload, key) == expected
+    monkeypatch.setattr(websocket_frames, "_c_apply_mask", None)
+    assert websocket_frames.apply_mask(payload, key) == expected
+    assert websocket_frames.apply_mask(memoryview(payload), key) == expected
