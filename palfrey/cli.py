@@ -1,16 +1,24 @@
-"""The `palfrey` command: argv -> resolve() -> an action. It declares no option itself."""
+"""The `palfrey` command: argv -> resolve() -> an action. It declares no option itself.
+
+The configuration machinery (pydantic) is imported inside main(), not at the top: the
+serving process image that `palfrey` re-executes into (palfrey.workers.launch) and the
+workers that multiprocessing spawns both run this module again and must not load it.
+"""
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from palfrey._version import __version__
-from palfrey.config.arguments import Meta, parse_args
-from palfrey.config.loader import ConfigError, Resolved, resolve
-from palfrey.config.render import to_toml
-from palfrey.config.schema import schema_text
+from palfrey.workers.launch import LAUNCH_ENV
+
+if TYPE_CHECKING:
+    from palfrey.config.arguments import Meta
+    from palfrey.config.loader import Resolved
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -29,7 +37,20 @@ def _fail(message: str, code: int = EXIT_CONFIG) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script and of `python -m palfrey`."""
+    """Entry point of the console script and of `python -m palfrey`.
+
+    Called with `argv`, it acts in this process; called as the command (argv None), a
+    single serving process re-executes itself first (palfrey.workers.launch).
+    """
+    if argv is None and LAUNCH_ENV in os.environ:
+        from palfrey.workers.launch import serve_launched
+
+        code = serve_launched()
+        if code is not None:
+            return code
+    from palfrey.config.arguments import parse_args
+    from palfrey.config.loader import ConfigError, resolve
+
     args = list(sys.argv[1:] if argv is None else argv)
     standalone = _standalone(parse_args(args).meta)
     if standalone is not None:
@@ -40,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _warn(exc.warnings)
         return _fail(exc.render())
     _warn(resolved.warnings)
-    return _act(resolved, args)
+    return _act(resolved, args, exec_to_serve=argv is None)
 
 
 def _warn(warnings: Sequence[str]) -> None:
@@ -54,14 +75,18 @@ def _standalone(meta: Meta) -> int | None:
         print(version_line())
         return EXIT_OK
     if meta.print_schema:
+        from palfrey.config.schema import schema_text
+
         sys.stdout.write(schema_text())
         return EXIT_OK
     return None
 
 
-def _act(resolved: Resolved, args: Sequence[str] = ()) -> int:
+def _act(resolved: Resolved, args: Sequence[str] = (), *, exec_to_serve: bool = False) -> int:
     meta = resolved.meta
     if meta.print_config:
+        from palfrey.config.render import to_toml
+
         origins = resolved.origins if meta.show_origins else None
         sys.stdout.write(to_toml(resolved.config, origins))
         return EXIT_OK
@@ -77,20 +102,22 @@ def _act(resolved: Resolved, args: Sequence[str] = ()) -> int:
     from palfrey.main import run_config
 
     # argv travels along so SIGHUP can re-read every layer exactly as at startup.
-    return run_config(resolved.config, argv=list(args))
+    return run_config(resolved.config, argv=list(args), exec_to_serve=exec_to_serve)
 
 
 def _check(resolved: Resolved) -> int:
     from palfrey.build.check import check
+    from palfrey.build.plan import plan
+    from palfrey.config.loader import ConfigError
+    from palfrey.config.model import to_runtime
 
-    problems = check(resolved.config, resolved.origins)
+    config = to_runtime(resolved.config)
+    problems = check(config, resolved.origins)
     if problems:
         return _fail(ConfigError(problems).render())
-    from palfrey.build.plan import plan
-
     source = f" ({resolved.config_file})" if resolved.config_file else ""
     print(f"palfrey: configuration OK{source}")
-    print(f"palfrey: would serve {plan(resolved.config).summary()}")
+    print(f"palfrey: would serve {plan(config).summary()}")
     return EXIT_OK
 
 

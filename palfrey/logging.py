@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from palfrey.config.model import LoggingSection
+    from palfrey.config.runtime import LoggingSection
 
 __all__ = [
     "LEVELS",
@@ -269,7 +269,7 @@ def configure_logging(section: LoggingSection) -> None:
         logging.config.dictConfig(default_logging_config(section.use_colors, section.format))
     if custom:
         _alias_uvicorn_loggers()
-    if not custom or "level" in section.model_fields_set:
+    if not custom or "level" in section.fields_set:
         level = LEVELS[section.level]
         for name in _LEVELLED:
             logging.getLogger(name).setLevel(level)

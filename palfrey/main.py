@@ -1,60 +1,38 @@
 """Running a Config: the CLI's serve path and the `palfrey.run()` Python API.
 
-`workers.count = 1` serves in this process (palfrey.workers.single: SIGHUP re-executes
-in place, keeping the listeners); `workers.count > 1` and `reload.enabled` run the
-supervisor (palfrey.workers.supervisor), which spawns the worker processes.
+This is where validation ends: the Config is checked for backends that are not
+installed, copied into its pydantic-free runtime form, and handed to
+palfrey.workers.launch. `workers.count = 1` serves in one process (palfrey.workers.single:
+SIGHUP re-executes in place, keeping the listeners); `workers.count > 1` and
+`reload.enabled` run the supervisor (palfrey.workers.supervisor), which spawns the worker
+processes. From the `palfrey` command, a single process first re-executes itself so
+that the process which serves never imports pydantic (see palfrey.workers.launch).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from palfrey.asgi.app_loading import AppLoadError
-from palfrey.build.listeners import ListenerError
-from palfrey.build.registry import missing_backends
-from palfrey.build.tls import TLSConfigError
+from palfrey.build.check import missing_backends
 from palfrey.config.loader import ConfigError, resolve
-from palfrey.config.model import Config
-from palfrey.logging import configure_logging
+from palfrey.config.model import Config, to_runtime
+from palfrey.workers.launch import Launch, Reresolver, can_exec, export_env_file, reexec, serve
 
-EXIT_APP_IMPORT = 1
-EXIT_LISTENER = 1
 EXIT_CONFIG = 2
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"palfrey: {message}", file=sys.stderr)
-    return code
-
-
-def export_env_file(config: Config) -> None:
-    """The app sees the env file's variables too; ones already set win (as uvicorn)."""
-    if config.env_file is None:
-        return
-    from dotenv import dotenv_values
-
-    for name, value in dotenv_values(config.env_file).items():
-        if value is not None:
-            os.environ.setdefault(name, value)
 
 
 def _reresolver(
     argv: Sequence[str] | None, overrides: Mapping[str, Any] | None
-) -> Callable[[], Config] | None:
+) -> Reresolver | None:
     """What SIGHUP runs: every layer again, with the original argv (or palfrey.run()
     keywords) and the environment as it is now."""
     if argv is None and overrides is None:
         return None
-    args, extra = list(argv or []), dict(overrides or {})
-
-    def reresolve() -> Config:
-        return resolve(args, environ=os.environ, overrides=extra or None).config
-
-    return reresolve
+    return Reresolver(tuple(argv or ()), dict(overrides or {}) or None)
 
 
 def _manifest(argv: Sequence[str] | None) -> Path | None:
@@ -72,50 +50,35 @@ def run_config(
     *,
     argv: Sequence[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    exec_to_serve: bool = False,
 ) -> int:
     """Serve `config` until a signal stops it; return the exit code.
 
     `argv` (the command line) or `overrides` (palfrey.run() keywords) let SIGHUP and
     `server.reload_on_change` re-read the configuration; without them a reload restarts
-    with the same Config.
+    with the same Config. `exec_to_serve` (the `palfrey` command) replaces this process
+    with one that serves without pydantic, when it serves alone and can re-execute.
 
     0: stopped cleanly; 1: the app cannot be imported, a listener cannot be bound, or
     workers crash-looped; 2: a configuration problem found at startup; 3: lifespan
     startup failed.
     """
-    problems = missing_backends(config)
+    runtime = to_runtime(config)
+    problems = missing_backends(runtime)
     if problems:
-        return _fail(ConfigError(problems).render(), EXIT_CONFIG)
-    export_env_file(config)
-    configure_logging(config.logging)
+        print(f"palfrey: {ConfigError(problems).render()}", file=sys.stderr)
+        return EXIT_CONFIG
     reresolve = _reresolver(argv, overrides)
     manifest = _manifest(argv)
-    try:
-        if config.workers.count > 1 or config.reload.enabled:
-            if app is not None:
-                return _fail(
-                    "workers.count > 1 and reload need the app as an import string "
-                    '("module:attribute"), not an app object',
-                    EXIT_CONFIG,
-                )
-            from palfrey.workers.supervisor import Supervisor
+    alone = runtime.workers.count == 1 and not runtime.reload.enabled
+    if exec_to_serve and alone and app is None and can_exec():
+        reexec(Launch(runtime, reresolve, manifest))
+    # Imported here: a process that re-executes above never configures logging itself.
+    from palfrey.logging import configure_logging
 
-            supervisor = Supervisor(
-                config,
-                reresolve=reresolve,
-                manifest=manifest,
-                dev_reload=config.reload.enabled,
-            )
-            return supervisor.run()
-        from palfrey.workers.single import SingleProcess
-
-        return SingleProcess(config, app, reresolve=reresolve, manifest=manifest).run()
-    except AppLoadError as exc:
-        return _fail(str(exc), EXIT_APP_IMPORT)
-    except TLSConfigError as exc:
-        return _fail(str(exc), EXIT_CONFIG)
-    except ListenerError as exc:
-        return _fail(str(exc), EXIT_LISTENER)
+    export_env_file(runtime)
+    configure_logging(runtime.logging)
+    return serve(runtime, app, reresolve=reresolve, manifest=manifest)
 
 
 def run(

@@ -3,7 +3,8 @@
 `Server(config).run()` is what the CLI calls (it picks the event loop and installs signal
 handlers); `await Server(config, app).serve()` runs inside an existing loop, for tests
 and embedding, and reports the addresses it bound in `server.addresses` once
-`server.started` is set.
+`server.started` is set. `config` is a validated `palfrey.Config` or its pydantic-free
+copy (palfrey.config.runtime); the server reads only the latter.
 """
 
 from __future__ import annotations
@@ -17,20 +18,23 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from palfrey.asgi.app_loading import adapt, import_from_string, load_app
 from palfrey.asgi.lifespan import Lifespan, LifespanFailure
 from palfrey.build import registry
 from palfrey.build.listeners import bind_listeners, close_listeners, describe
 from palfrey.build.tls import create_ssl_context
-from palfrey.config.model import Config
+from palfrey.config.runtime import RuntimeConfig
 from palfrey.logging import AccessLogger
 from palfrey.protocols.context import ASGIApp, ConnectionContext, Scope, ServerState
 from palfrey.protocols.http11_response import DefaultHeaders
 from palfrey.protocols.limits import HTTPLimits
 from palfrey.protocols.websocket_core import WebSocketSettings
 from palfrey.workers.health import drain_delay, health_app
+
+if TYPE_CHECKING:
+    from palfrey.config.model import Config
 
 logger = logging.getLogger("palfrey.error")
 
@@ -53,7 +57,13 @@ class StartupFailure(Exception):
 class Server:
     """Serves one Config's app on its listeners until asked to stop."""
 
-    def __init__(self, config: Config, app: Any | None = None) -> None:
+    def __init__(self, config: RuntimeConfig | Config, app: Any | None = None) -> None:
+        if not isinstance(config, RuntimeConfig):
+            # Embedding code and tests hold the validated pydantic Config (so pydantic is
+            # loaded already); everything below reads the plain runtime copy.
+            from palfrey.config.model import to_runtime
+
+            config = to_runtime(config)
         self.config = config
         self._app_object = app
         self.app: ASGIApp | None = None
@@ -245,7 +255,7 @@ class Server:
                 loop.remove_signal_handler(sig)
 
 
-def drain_grace(config: Config) -> float:
+def drain_grace(config: RuntimeConfig) -> float:
     """How long idle keep-alive connections are kept open during a graceful shutdown:
     min(DRAIN_IDLE_GRACE, keep-alive timeout, graceful timeout / 2). Half the graceful
     timeout leaves room for the half-close that follows (LINGER in http11_base) before
@@ -269,7 +279,7 @@ def _abort_connection(conn: Any) -> None:
         abort()
 
 
-def _protocol_class(config: Config) -> Callable[[ConnectionContext], asyncio.Protocol]:
+def _protocol_class(config: RuntimeConfig) -> Callable[[ConnectionContext], asyncio.Protocol]:
     if registry.http1_backend(config) == "httptools":
         from palfrey.protocols.http11_httptools import HTTPToolsConnection
 
@@ -279,7 +289,7 @@ def _protocol_class(config: Config) -> Callable[[ConnectionContext], asyncio.Pro
     return H11Connection
 
 
-def _access_logger(config: Config) -> Callable[[Scope, int, int, float], None] | None:
+def _access_logger(config: RuntimeConfig) -> Callable[[Scope, int, int, float], None] | None:
     if not config.logging.access_log:
         return None
     access = AccessLogger()
@@ -301,7 +311,7 @@ def _access_logger(config: Config) -> Callable[[Scope, int, int, float], None] |
     return log
 
 
-def _proxy_hook(config: Config) -> Callable[[Scope], None] | None:
+def _proxy_hook(config: RuntimeConfig) -> Callable[[Scope], None] | None:
     if not config.proxy.headers:
         return None
     from palfrey.asgi.proxy_headers import TrustedProxies

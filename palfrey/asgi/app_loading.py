@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from palfrey.asgi.adapters import ASGI2Adapter
 
 if TYPE_CHECKING:
-    from palfrey.config.model import Config
+    from palfrey.config.runtime import RuntimeConfig
     from palfrey.protocols.context import ASGIApp
 
 
@@ -48,7 +48,7 @@ def import_from_string(text: str) -> Any:
     return obj
 
 
-def load_app(config: Config) -> ASGIApp:
+def load_app(config: RuntimeConfig) -> ASGIApp:
     """Import `config.app` (from `config.app_dir`), call it if a factory, adapt it."""
     if not config.app:
         raise AppLoadError("no app given: pass APP, or set 'app' or PALFREY_APP")

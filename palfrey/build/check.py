@@ -2,6 +2,9 @@
 
 Files exist and parse, the TLS context loads with its key and password, the named
 backends are installed, and the app imports. Every problem is collected, none raised.
+
+`missing_backends()` also runs before every start and reload, so PyYAML and the TLS
+module are imported only by the checks that need them.
 """
 
 from __future__ import annotations
@@ -11,17 +14,23 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
-from palfrey.build.registry import missing_backends
-from palfrey.build.tls import TLSConfigError, create_ssl_context
-from palfrey.config.model import Config
+from palfrey.build.registry import (
+    HTTP1,
+    HTTP2,
+    HTTP3,
+    LOOPS,
+    WEBSOCKETS,
+    Backend,
+    installed,
+    websocket_backend,
+)
+from palfrey.config.runtime import RuntimeConfig
 from palfrey.config.sources import Origin, Problem
 
 Origins = Mapping[tuple[str, ...], Origin]
 
 
-def _files(config: Config) -> list[tuple[str, Path]]:
+def _files(config: RuntimeConfig) -> list[tuple[str, Path]]:
     candidates = {
         "tls.certfile": config.tls.certfile,
         "tls.keyfile": config.tls.keyfile,
@@ -33,7 +42,7 @@ def _files(config: Config) -> list[tuple[str, Path]]:
     return [(key, path) for key, path in candidates.items() if path is not None]
 
 
-def _missing_files(config: Config, origins: Origins) -> list[Problem]:
+def _missing_files(config: RuntimeConfig, origins: Origins) -> list[Problem]:
     return [
         Problem(f"'{key}': file not found: {path}", _origin(origins, key))
         for key, path in _files(config)
@@ -48,6 +57,8 @@ def _origin(origins: Origins, key: str) -> Origin | None:
 
 def _log_config_problem(path: Path) -> Problem | None:
     """Parse a --log-config file the way configure_logging will read it."""
+    import yaml
+
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
@@ -61,7 +72,7 @@ def _log_config_problem(path: Path) -> Problem | None:
     return None
 
 
-def _directories(config: Config) -> list[Problem]:
+def _directories(config: RuntimeConfig) -> list[Problem]:
     problems = []
     uds = config.server.uds
     if uds is not None and not uds.parent.is_dir():
@@ -74,7 +85,7 @@ def _directories(config: Config) -> list[Problem]:
     return problems
 
 
-def check(config: Config, origins: Origins | None = None) -> list[Problem]:
+def check(config: RuntimeConfig, origins: Origins | None = None) -> list[Problem]:
     """Every startup problem of this config, without binding a socket."""
     origins = origins or {}
     problems = [*_missing_files(config, origins), *_directories(config), *missing_backends(config)]
@@ -85,6 +96,8 @@ def check(config: Config, origins: Origins | None = None) -> list[Problem]:
         if problem:
             problems.append(problem)
     if config.tls.enabled:
+        from palfrey.build.tls import TLSConfigError, create_ssl_context
+
         try:
             create_ssl_context(config.tls)
         except TLSConfigError as exc:
@@ -96,7 +109,7 @@ def check(config: Config, origins: Origins | None = None) -> list[Problem]:
     return problems
 
 
-def _app_problems(config: Config) -> list[Problem]:
+def _app_problems(config: RuntimeConfig) -> list[Problem]:
     from palfrey.asgi.app_loading import AppLoadError, load_app
 
     try:
@@ -104,3 +117,27 @@ def _app_problems(config: Config) -> list[Problem]:
     except AppLoadError as exc:
         return [Problem(f"'app': {exc}")]
     return []
+
+
+def _hint(backend: Backend, what: str, key: str) -> Problem:
+    command = f"pip install 'palfrey[{backend.extra}]'" if backend.extra else "pip install palfrey"
+    if backend.extra == "websockets":
+        command = "pip install websockets"
+    return Problem(f"'{key}': {what} needs the '{backend.module}' package: {command}")
+
+
+def missing_backends(config: RuntimeConfig) -> list[Problem]:
+    """Every backend the config names explicitly that is not installed."""
+    problems = []
+    if config.http.backend == "httptools" and not installed("httptools"):
+        problems.append(_hint(HTTP1["httptools"], "the httptools parser", "http.backend"))
+    if config.server.loop == "uvloop" and not installed("uvloop"):
+        problems.append(_hint(LOOPS["uvloop"], "the uvloop event loop", "server.loop"))
+    ws = websocket_backend(config)
+    if ws in WEBSOCKETS and not installed(WEBSOCKETS[ws].module):
+        problems.append(_hint(WEBSOCKETS[ws], f"the {ws} WebSocket backend", "websocket.backend"))
+    if config.http2.enabled and not installed(HTTP2.module):
+        problems.append(_hint(HTTP2, "HTTP/2", "http2.enabled"))
+    if config.http3.enabled and not installed(HTTP3.module):
+        problems.append(_hint(HTTP3, "HTTP/3", "http3.enabled"))
+    return problems

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from palfrey.config.model import Config, ServerSection
+    from palfrey.config.runtime import RuntimeConfig, ServerSection
 
 __all__ = [
     "SD_LISTEN_FDS_START",
@@ -119,7 +119,7 @@ def listener_specs(
     specs.extend(parse_bind(item, uds_mode=server.uds_permissions) for item in server.bind)
     if specs:
         return _unique(specs)
-    explicit_tcp = bool({"host", "port"} & server.model_fields_set)
+    explicit_tcp = bool({"host", "port"} & server.fields_set)
     if server.systemd_socket_activation and not explicit_tcp:
         activated = systemd_specs(environ, pid)
         if activated:
@@ -159,7 +159,9 @@ def bind(spec: ListenerSpec, backlog: int = 2048) -> socket.socket:
     return sock
 
 
-def bind_listeners(config: Config, environ: Mapping[str, str] | None = None) -> list[socket.socket]:
+def bind_listeners(
+    config: RuntimeConfig, environ: Mapping[str, str] | None = None
+) -> list[socket.socket]:
     """Bind every listener of `config`; on any failure close those already bound."""
     specs = listener_specs(config.server, os.environ if environ is None else environ)
     sockets: list[socket.socket] = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from palfrey.build import registry
 from palfrey.build.listeners import ListenerSpec, listener_specs
-from palfrey.config.model import Config
+from palfrey.config.runtime import RuntimeConfig
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Plan:
         )
 
 
-def plan(config: Config, environ: Mapping[str, str] | None = None) -> Plan:
+def plan(config: RuntimeConfig, environ: Mapping[str, str] | None = None) -> Plan:
     env = os.environ if environ is None else environ
     alpn = ("h2", "http/1.1") if config.http2.enabled else ("http/1.1",)
     return Plan(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from palfrey.config.model import TLSSection
+    from palfrey.config.runtime import TLSSection
 
 __all__ = ["TLSConfigError", "create_ssl_context", "tls_scope_extension"]
 

@@ -49,7 +49,7 @@ from palfrey.protocols.http11_base import LINGER
 from palfrey.transports.asyncio_stream import addresses, set_nodelay, tls_extension
 
 if TYPE_CHECKING:
-    from palfrey.config.model import Config
+    from palfrey.config.runtime import RuntimeConfig
     from palfrey.protocols.context import ConnectionContext, Receive, Scope, Send
     from palfrey.protocols.websocket_core import WebSocketSettings
 
@@ -92,7 +92,7 @@ class HTTP2Settings:
     connect_protocol: bool = False
 
     @classmethod
-    def from_config(cls, config: Config, *, websocket: bool = False) -> HTTP2Settings:
+    def from_config(cls, config: RuntimeConfig, *, websocket: bool = False) -> HTTP2Settings:
         section = config.http2
         return cls(
             max_concurrent_streams=section.max_concurrent_streams,

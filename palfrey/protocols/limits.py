@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from palfrey.config.model import Config
+    from palfrey.config.runtime import RuntimeConfig
 
 
 class ProtocolError(Exception):
@@ -43,7 +43,7 @@ class HTTPLimits:
     body_buffer: int = 65536
 
     @classmethod
-    def from_config(cls, config: Config) -> HTTPLimits:
+    def from_config(cls, config: RuntimeConfig) -> HTTPLimits:
         max_body = config.limits.max_body_size
         return cls(
             max_head_size=int(config.http.max_head_size),

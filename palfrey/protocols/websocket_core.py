@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from palfrey.config.model import Config
+    from palfrey.config.runtime import RuntimeConfig
 
 # RFC 6455 §1.3: the GUID appended to the client's key.
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -290,7 +290,7 @@ class WebSocketSettings:
         return cls(backend=backend, engine=engine, **options)  # type: ignore[arg-type]
 
     @classmethod
-    def from_config(cls, config: Config) -> WebSocketSettings:
+    def from_config(cls, config: RuntimeConfig) -> WebSocketSettings:
         from palfrey.build.registry import WEBSOCKETS, installed, websocket_backend
 
         ws = config.websocket

@@ -26,7 +26,8 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
 from palfrey.config.loader import ConfigError, resolve
-from palfrey.config.model import Config
+from palfrey.config.model import to_runtime
+from palfrey.config.runtime import RuntimeConfig
 
 __all__ = ["PalfreyH11Worker", "PalfreyWorker"]
 
@@ -39,7 +40,7 @@ class PalfreyWorker(Worker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wire_logging()
-        self.palfrey_config: Config | None = None
+        self.palfrey_config: RuntimeConfig | None = None
 
     def _wire_logging(self) -> None:
         error = logging.getLogger("palfrey.error")
@@ -87,8 +88,9 @@ class PalfreyWorker(Worker):  # type: ignore[misc]
             overrides["http"] = {"backend": self.HTTP_BACKEND}
         return overrides
 
-    def load_palfrey_config(self) -> Config:
-        return resolve([], environ=os.environ, overrides=self.gunicorn_overrides()).config
+    def load_palfrey_config(self) -> RuntimeConfig:
+        config = resolve([], environ=os.environ, overrides=self.gunicorn_overrides()).config
+        return to_runtime(config)
 
     def init_process(self) -> None:
         try:

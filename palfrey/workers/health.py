@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from palfrey.config.model import HealthSection
+    from palfrey.config.runtime import HealthSection
     from palfrey.protocols.context import ASGIApp, Receive, Scope, Send
     from palfrey.server import Server
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from palfrey.build import registry
-from palfrey.config.model import ReloadSection
+from palfrey.config.runtime import ReloadSection
 
 __all__ = ["DEFAULT_EXCLUDES", "DEFAULT_INCLUDES", "ChangeWatcher", "PathFilter"]
 

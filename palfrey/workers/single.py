@@ -8,7 +8,9 @@ wait in the kernel's accept queue. They wait, though, for the drain and the app'
 startup; run two or more workers where reloads must not add latency.
 
 A new configuration that does not validate is logged with every error and the process
-keeps serving. TLS certificate changes are loaded in place, without a re-exec.
+keeps serving. TLS certificate changes are loaded in place, without a re-exec. A process
+started by the `palfrey` command's exec (palfrey.workers.launch) hands the validated new
+config to its next image, which serves it without importing pydantic.
 """
 
 from __future__ import annotations
@@ -17,15 +19,13 @@ import asyncio
 import logging
 import os
 import signal
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from palfrey.config.loader import ConfigError
-from palfrey.config.model import Config
+from palfrey.config.runtime import RuntimeConfig
 from palfrey.workers import sd_notify
-from palfrey.workers.sockets import ListenerSet, adopt_handoff, handoff_env
+from palfrey.workers.launch import Launch, ReloadError, Reresolver, reexec
+from palfrey.workers.sockets import ListenerSet, adopt_handoff
 
 __all__ = ["SingleProcess"]
 
@@ -37,11 +37,12 @@ class SingleProcess:
 
     def __init__(
         self,
-        config: Config,
+        config: RuntimeConfig,
         app: Any | None = None,
         *,
-        reresolve: Callable[[], Config] | None = None,
+        reresolve: Reresolver | None = None,
         manifest: Path | None = None,
+        launched: bool = False,
     ) -> None:
         from palfrey.server import Server
 
@@ -49,7 +50,11 @@ class SingleProcess:
         self.server = Server(config, app)
         self.reresolve = reresolve
         self.manifest = manifest
-        self.reexec = False
+        # Started from a Launch (palfrey.workers.launch): the next image can be handed the
+        # validated config. Otherwise (palfrey.run()) it runs the caller's program again,
+        # which reads its configuration itself.
+        self.launched = launched
+        self.next_config: RuntimeConfig | None = None
 
     def run(self) -> int:
         """Serve until stopped; returns the exit code (or never returns: re-exec).
@@ -65,8 +70,9 @@ class SingleProcess:
         except BaseException:
             listeners.close_except()
             raise
-        if self.reexec:
-            self._exec(listeners)
+        if self.next_config is not None:
+            launch = Launch(self.next_config, self.reresolve, self.manifest)
+            reexec(launch if self.launched else None, listeners)
         listeners.close_except()
         return 0
 
@@ -104,7 +110,7 @@ class SingleProcess:
                 health.close()
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            if not self.reexec:
+            if self.next_config is None:
                 sd_notify.stopping()
 
     def _on_hup(self) -> None:
@@ -117,9 +123,9 @@ class SingleProcess:
             return False
         try:
             new = self.reresolve()
-        except ConfigError as exc:
+        except ReloadError as exc:
             logger.error("Reload failed, keeping the current configuration.")
-            for line in exc.render().splitlines():
+            for line in str(exc).splitlines():
                 logger.error("%s", line)
             return False
         except Exception as exc:
@@ -130,7 +136,7 @@ class SingleProcess:
             return True
         logger.info("Restarting in place with the new configuration (re-exec)")
         sd_notify.reloading()
-        self.reexec = True
+        self.next_config = new
         self.server.drain_delay_on_stop = False
         self.server.shutdown()
         return True
@@ -159,13 +165,3 @@ class SingleProcess:
                 server.started.is_set() and not server.draining and not server.should_exit
             ),
         )
-
-    def _exec(self, listeners: ListenerSet) -> None:
-        environ = dict(os.environ)
-        environ.update(handoff_env(listeners))
-        for handler in logging.getLogger().handlers + logging.getLogger("palfrey").handlers:
-            handler.flush()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
-        os.execve(sys.executable, argv, environ)

@@ -21,7 +21,7 @@ from palfrey.build.listeners import (
     close_listeners,
     listener_specs,
 )
-from palfrey.config.model import Config
+from palfrey.config.runtime import RuntimeConfig
 
 __all__ = ["HANDOFF_ENV", "ListenerSet", "adopt_handoff", "handoff_env", "reusable"]
 
@@ -43,7 +43,7 @@ class ListenerSet:
     @classmethod
     def open(
         cls,
-        config: Config,
+        config: RuntimeConfig,
         *,
         reuse: Mapping[str, socket.socket] | None = None,
         environ: Mapping[str, str] | None = None,

@@ -2,7 +2,8 @@
 worker processes serving on them.
 
 The parent never imports the app. It spawns workers (multiprocessing "spawn": a fresh
-interpreter, the pickled Config and the listening sockets as file descriptors), pings
+interpreter, the pickled runtime copy of the Config (palfrey.config.runtime, so workers
+never import pydantic) and the listening sockets as file descriptors), pings
 each one over a pipe (answered by the worker's event loop, so a blocked loop counts as
 hung), replaces dead and hung workers with an exponential back-off, and gives up with
 exit status 1 on a crash loop. Signals:
@@ -33,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from palfrey.build.listeners import ListenerError, describe
-from palfrey.config.loader import ConfigError
-from palfrey.config.model import Config
+from palfrey.config.runtime import RuntimeConfig
 from palfrey.logging import configure_logging
 from palfrey.workers import sd_notify
+from palfrey.workers.launch import ReloadError
 from palfrey.workers.sockets import ListenerSet, reusable
 from palfrey.workers.worker import WorkerArgs, worker_main
 
@@ -49,7 +50,7 @@ _BACKOFF_START = 0.1
 _READY_MARGIN = 30.0
 _STOP_MARGIN = 5.0
 
-Reresolve = Callable[[], Config]
+Reresolve = Callable[[], RuntimeConfig]
 
 
 @dataclass(eq=False)
@@ -59,7 +60,7 @@ class WorkerHandle:
     number: int
     process: BaseProcess
     conn: Connection
-    config: Config
+    config: RuntimeConfig
     generation: int
     trial: bool
     state: str = "starting"  # starting -> ready -> stopping
@@ -89,7 +90,7 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def restart_needed(old: Config, new: Config) -> list[str]:
+def restart_needed(old: RuntimeConfig, new: RuntimeConfig) -> list[str]:
     """Changed settings that a reload cannot apply; they need a full restart."""
     keys = []
     if old.reload != new.reload:
@@ -104,7 +105,7 @@ class Supervisor:
 
     def __init__(
         self,
-        config: Config,
+        config: RuntimeConfig,
         *,
         reresolve: Reresolve | None = None,
         manifest: Path | None = None,
@@ -484,14 +485,14 @@ class Supervisor:
             logger.info("Reload complete: %d workers on the new configuration", len(self.workers))
             return True
 
-    def _read_config(self) -> Config | None:
+    def _read_config(self) -> RuntimeConfig | None:
         if self.reresolve is None:
             return self.config
         try:
             return self.reresolve()
-        except ConfigError as exc:
+        except ReloadError as exc:
             logger.error("Reload failed, keeping the current configuration.")
-            for line in exc.render().splitlines():
+            for line in str(exc).splitlines():
                 logger.error("%s", line)
             return None
         except Exception as exc:  # a broken file the parsers choke on in a new way
@@ -583,7 +584,7 @@ class Supervisor:
         )
 
 
-def _stop_timeout(config: Config, *, drain: bool) -> float | None:
+def _stop_timeout(config: RuntimeConfig, *, drain: bool) -> float | None:
     graceful = config.timeouts.graceful_shutdown
     if graceful is None:
         return None  # the operator asked to wait for in-flight requests forever

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from palfrey.config.model import TLSSection
+    from palfrey.config.runtime import TLSSection
     from palfrey.server import Server
 
 __all__ = ["POLL_INTERVAL", "FileWatch", "reload_tls_in_place", "tls_files", "watch_tls"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from palfrey.config.model import Config
+from palfrey.config.runtime import RuntimeConfig
 
 __all__ = ["EXIT_OK", "WorkerArgs", "worker_main"]
 
@@ -36,9 +36,10 @@ EXIT_STARTUP = 3
 
 @dataclass
 class WorkerArgs:
-    """What a spawned worker receives (pickled; the sockets travel as file descriptors)."""
+    """What a spawned worker receives (pickled; the sockets travel as file descriptors).
+    The config is the runtime copy, so the worker never imports pydantic."""
 
-    config: Config
+    config: RuntimeConfig
     sockets: list[socket.socket]
     conn: Connection
     number: int
@@ -51,7 +52,7 @@ def worker_main(args: WorkerArgs) -> None:
     for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
     from palfrey.logging import configure_logging
-    from palfrey.main import export_env_file
+    from palfrey.workers.launch import export_env_file
 
     export_env_file(args.config)
     configure_logging(args.config.logging)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.process import PalfreyProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 PALFREY = str(Path(sys.executable).parent / "palfrey")
@@ -163,3 +166,60 @@ def test_check_config_reports_an_app_that_cannot_be_imported() -> None:
     result = run("--check-config", "nosuch:app")
     assert result.returncode == 2
     assert "'app': Could not import module \"nosuch\"." in result.stderr
+
+
+PROBE = """
+import json, os, sys
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = json.dumps({
+        "pid": os.getpid(),
+        "pydantic": "pydantic" in sys.modules,
+        "xoptions": sys._xoptions,
+        "from_env_file": os.environ.get("FROM_ENV_FILE"),
+        "launch_marker": "_PALFREY_LAUNCH" in os.environ,
+    }).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+@pytest.mark.parametrize(
+    ("program", "prefix"),
+    [("palfrey", []), ("python", ["-X", "probe=1", "-m", "palfrey"])],
+    ids=["console-script", "python-m-with-flags"],
+)
+def test_the_serving_process_is_the_same_pid_without_pydantic(
+    tmp_path: Path, program: str, prefix: list[str]
+) -> None:
+    """`palfrey` validates, then execs in place into a process that never imports pydantic:
+    same pid, same command line and interpreter flags, the env file still exported."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    (tmp_path / ".env").write_text("FROM_ENV_FILE=yes\n")
+    args = [*prefix, "probe:app", "--port", "0", "--lifespan", "off", "--env-file", ".env"]
+    with PalfreyProcess(args, cwd=tmp_path, program=program) as proc:
+        seen = proc.wait_until_serving().json()
+        assert proc.proc is not None
+        pid = proc.proc.pid
+        assert seen["pid"] == pid
+        assert seen["pydantic"] is False
+        assert seen["from_env_file"] == "yes"
+        assert seen["launch_marker"] is False  # read and removed; the app's children never see it
+        assert seen["xoptions"] == ({"probe": "1"} if prefix else {})
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+        assert cmdline[-len(args) :] == args  # what ps shows is what was run
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert proc.count("Palfrey running on") == 1
+
+
+def test_errors_found_after_the_exec_keep_their_exit_codes(tmp_path: Path) -> None:
+    # TLS files are loaded by the serving process; a broken one is still exit code 2.
+    (tmp_path / "probe.py").write_text(PROBE)
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    result = run("probe:app", "--port", "0", "--ssl-certfile", "cert.pem", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "tls.certfile" in result.stderr
+    assert "Traceback" not in result.stderr

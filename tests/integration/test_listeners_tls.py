@@ -255,8 +255,8 @@ def test_systemd_listen_fds_with_a_real_fd(tmp_path: Path) -> None:
         import os, socket, sys
         os.environ["LISTEN_PID"] = str(os.getpid())  # systemd sets it to the child's pid
         from palfrey.build.listeners import bind_listeners, describe
-        from palfrey.config.model import Config
-        [sock] = bind_listeners(Config(), os.environ)
+        from palfrey.config.model import Config, to_runtime
+        [sock] = bind_listeners(to_runtime(Config()), os.environ)
         print(describe(sock), sock.fileno(), flush=True)
         sock.setblocking(True)
         sock.settimeout(10)

@@ -1,5 +1,8 @@
 """Reloading: development `--reload`, SIGHUP in single-process mode (re-exec in place),
-drain delay and health endpoints, sd_notify. Real processes and signals, bounded waits."""
+drain delay and health endpoints, sd_notify. Real processes and signals, bounded waits.
+
+The app answers "<value> <pid> <whether pydantic is loaded>": serving processes (the
+single process after its exec, the --reload worker) must never have loaded pydantic."""
 
 from __future__ import annotations
 
@@ -16,15 +19,16 @@ from tests.helpers.process import PalfreyProcess
 pytestmark = pytest.mark.timeout(60)
 
 APP = """
-import os
+import os, sys
 
 VALUE = "{value}"
 
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
+    body = f"{{VALUE}} {{os.getpid()}} {{'pydantic' in sys.modules}}"
     await send({{"type": "http.response.start", "status": 200, "headers": []}})
-    await send({{"type": "http.response.body", "body": f"{{VALUE}} {{os.getpid()}}".encode()}})
+    await send({{"type": "http.response.body", "body": body.encode()}})
 """
 
 
@@ -70,7 +74,7 @@ def test_dev_reload_restarts_on_a_file_change(tmp_path: Path) -> None:
                 break
             except AssertionError:
                 continue
-        assert _wait_for_body(proc.url, "two")
+        assert _wait_for_body(proc.url, "two").endswith(" False")
         proc.wait_for_log("Reloading")
         (tmp_path / "notes.txt").write_text("not source")  # not included: no restart
         proc.signal(signal.SIGINT)
@@ -90,12 +94,14 @@ def test_single_process_sighup_re_executes_in_place(tmp_path: Path) -> None:
     text = 'app = "app:app"\n[server]\nport = 0\nheaders = ["X-Config: {}"]\n'
     manifest.write_text(text.format("v1"))
     with PalfreyProcess(["--config", "palfrey.toml", "--lifespan", "off"], cwd=tmp_path) as proc:
-        proc.wait_until_serving()
+        first = proc.wait_until_serving()
         pid = proc.proc.pid if proc.proc else 0
-        assert httpx.get(proc.url).headers["x-config"] == "v1"
+        assert first.headers["x-config"] == "v1"
+        assert first.text.split()[1:] == [str(pid), "False"]  # exec'd in place, no pydantic
         manifest.write_text(text.format("v2") + "bogus = 1\n")
         proc.signal(signal.SIGHUP)
         proc.wait_for_log("Reload failed, keeping the current configuration")
+        proc.wait_for_log("unknown key 'server.bogus'")  # every error, as at startup
         assert httpx.get(proc.url).headers["x-config"] == "v1"
 
         manifest.write_text(text.format("v2"))
@@ -111,7 +117,30 @@ def test_single_process_sighup_re_executes_in_place(tmp_path: Path) -> None:
             time.sleep(0.05)
         response = httpx.get(proc.url)
         assert response.headers["x-config"] == "v2"
-        assert int(response.text.split()[1]) == pid  # same process, re-executed
+        # Same process, re-executed into the config it validated: pydantic is gone again.
+        assert response.text.split()[1:] == [str(pid), "False"]
+        assert proc.count("Restarting in place") == 1
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_single_process_reloads_a_changed_manifest(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(_app("one"))
+    manifest = tmp_path / "palfrey.toml"
+    text = (
+        'app = "app:app"\n[server]\nport = 0\nreload_on_change = true\nheaders = ["X-Config: {}"]\n'
+    )
+    manifest.write_text(text.format("v1"))
+    with PalfreyProcess(["--config", "palfrey.toml", "--lifespan", "off"], cwd=tmp_path) as proc:
+        proc.wait_until_serving()
+        pid = proc.proc.pid if proc.proc else 0
+        manifest.write_text(text.format("v2"))
+        proc.wait_for_log("changed; reloading the configuration")
+        proc.wait_for_log("Restarting in place")
+        proc.wait_for_log("Palfrey running on", count=2)
+        response = httpx.get(proc.url)
+        assert response.headers["x-config"] == "v2"
+        assert response.text.split()[1:] == [str(pid), "False"]
         proc.signal(signal.SIGTERM)
         assert proc.wait(20) == 0
 

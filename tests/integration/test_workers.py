@@ -21,7 +21,7 @@ from tests.helpers.process import PalfreyProcess
 pytestmark = pytest.mark.timeout(90)
 
 APP = """
-import asyncio, os
+import asyncio, os, sys
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
@@ -36,6 +36,8 @@ async def app(scope, receive, send):
     if scope["path"] == "/block":
         import time; time.sleep(30)
     body = str(os.getpid()).encode()
+    if scope["path"] == "/pydantic":
+        body = f"{os.getpid()} {'pydantic' in sys.modules}".encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": body})
@@ -85,6 +87,11 @@ def test_two_workers_serve_and_a_killed_one_is_replaced(site: Path) -> None:
         assert len(pids) == 2
         seen = {int(_get(proc.url + "/").text) for _ in range(30)}
         assert seen <= pids
+        # Workers receive the runtime copy of the config and never import pydantic.
+        for _ in range(10):
+            worker, loaded = _get(proc.url + "/pydantic").text.split()
+            assert int(worker) in pids
+            assert loaded == "False"
 
         victim = sorted(pids)[0]
         os.kill(victim, signal.SIGKILL)
@@ -187,6 +194,7 @@ def test_sighup_rolls_out_a_changed_manifest_without_failed_requests(site: Path)
         assert failures == []
         assert sum(values.values()) == 2000
         assert _get(proc.url + "/").headers["x-config"] == "v2"
+        assert _get(proc.url + "/pydantic").text.endswith(" False")  # the parent re-read it
         proc.signal(signal.SIGTERM)
         assert proc.wait(20) == 0
 

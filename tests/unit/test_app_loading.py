@@ -10,15 +10,16 @@ import pytest
 
 from palfrey.asgi.adapters import ASGI2Adapter
 from palfrey.asgi.app_loading import AppLoadError, adapt, import_from_string, load_app
-from palfrey.config.model import Config
+from palfrey.config.model import Config, to_runtime
+from palfrey.config.runtime import RuntimeConfig
 
 
 def write_module(tmp_path: Path, name: str, source: str) -> None:
     (tmp_path / f"{name}.py").write_text(source)
 
 
-def config(tmp_path: Path, app: str, **extra: Any) -> Config:
-    return Config.model_validate({"app": app, "app_dir": str(tmp_path), **extra})
+def config(tmp_path: Path, app: str, **extra: Any) -> RuntimeConfig:
+    return to_runtime(Config.model_validate({"app": app, "app_dir": str(tmp_path), **extra}))
 
 
 def test_dotted_attribute(tmp_path: Path) -> None:

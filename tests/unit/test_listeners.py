@@ -8,6 +8,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,13 +23,20 @@ from palfrey.build.listeners import (
     parse_bind,
     systemd_specs,
 )
-from palfrey.config.model import Config, ServerSection
+from palfrey.config import runtime
+from palfrey.config.model import Config, ServerSection, to_runtime
 
 HAS_IPV6 = socket.has_ipv6
 try:
     socket.socket(socket.AF_INET6).close()
 except OSError:
     HAS_IPV6 = False
+
+
+def _server(**values: Any) -> runtime.ServerSection:
+    """The server section as serving code receives it (validated, then the runtime copy)."""
+    section: runtime.ServerSection = to_runtime(ServerSection(**values))
+    return section
 
 
 @pytest.fixture
@@ -42,20 +50,18 @@ def short_tmp() -> Iterator[Path]:
 
 
 def test_default_is_host_port() -> None:
-    assert listener_specs(ServerSection(), {}) == [
-        ListenerSpec(kind="tcp", host="127.0.0.1", port=8000)
-    ]
+    assert listener_specs(_server(), {}) == [ListenerSpec(kind="tcp", host="127.0.0.1", port=8000)]
 
 
 def test_uds_replaces_tcp_and_carries_mode() -> None:
-    server = ServerSection(uds="/run/app.sock", uds_permissions="660")
+    server = _server(uds="/run/app.sock", uds_permissions="660")
     assert listener_specs(server, {}) == [
         ListenerSpec(kind="unix", path="/run/app.sock", mode=0o660)
     ]
 
 
 def test_fd() -> None:
-    assert listener_specs(ServerSection(fd=5), {}) == [ListenerSpec(kind="fd", fd=5)]
+    assert listener_specs(_server(fd=5), {}) == [ListenerSpec(kind="fd", fd=5)]
 
 
 @pytest.mark.parametrize(
@@ -80,7 +86,7 @@ def test_parse_bind_rejects(item: str) -> None:
 
 
 def test_bind_list_replaces_host_port_and_dedupes() -> None:
-    server = ServerSection(bind=("127.0.0.1:0", "unix:/tmp/x.sock", "127.0.0.1:0"))
+    server = _server(bind=("127.0.0.1:0", "unix:/tmp/x.sock", "127.0.0.1:0"))
     assert listener_specs(server, {}) == [
         ListenerSpec(kind="tcp", host="127.0.0.1", port=0),
         ListenerSpec(kind="unix", path="/tmp/x.sock", mode=0o666),
@@ -107,10 +113,10 @@ def test_systemd_specs() -> None:
 
 def test_systemd_used_only_without_explicit_listener() -> None:
     environ = {"LISTEN_FDS": "1", "LISTEN_PID": str(os.getpid())}
-    assert listener_specs(ServerSection(), environ) == [ListenerSpec(kind="fd", fd=3)]
-    assert listener_specs(ServerSection(port=9000), environ)[0].kind == "tcp"
-    assert listener_specs(ServerSection(uds="/a.sock"), environ)[0].kind == "unix"
-    off = ServerSection(systemd_socket_activation=False)
+    assert listener_specs(_server(), environ) == [ListenerSpec(kind="fd", fd=3)]
+    assert listener_specs(_server(port=9000), environ)[0].kind == "tcp"
+    assert listener_specs(_server(uds="/a.sock"), environ)[0].kind == "unix"
+    off = _server(systemd_socket_activation=False)
     assert listener_specs(off, environ)[0].kind == "tcp"
 
 
@@ -302,12 +308,12 @@ def test_bind_listeners_several_and_cleanup_on_failure(short_tmp: Path) -> None:
     taken_port = taken.getsockname()[1]
     path = short_tmp / "several.sock"
     try:
-        config = Config(server={"bind": ["127.0.0.1:0", f"unix:{path}"]})
+        config = to_runtime(Config(server={"bind": ["127.0.0.1:0", f"unix:{path}"]}))
         sockets = bind_listeners(config, {})
         assert [s.family for s in sockets] == [socket.AF_INET, socket.AF_UNIX]
         close_listeners(sockets)
         assert not path.exists()
-        bad = Config(server={"bind": [f"unix:{path}", f"127.0.0.1:{taken_port}"]})
+        bad = to_runtime(Config(server={"bind": [f"unix:{path}", f"127.0.0.1:{taken_port}"]}))
         with pytest.raises(ListenerError, match="address already in use"):
             bind_listeners(bad, {})
         assert not path.exists()  # the listener bound first was closed and removed

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from palfrey.config.model import LoggingSection
+from palfrey.config import runtime
+from palfrey.config.model import LoggingSection, to_runtime
 from palfrey.logging import (
     TRACE_LOG_LEVEL,
     AccessFormatter,
@@ -32,6 +33,12 @@ NAMES = (
     "uvicorn.access",
     "custom",
 )
+
+
+def _section(**values: Any) -> runtime.LoggingSection:
+    """The logging section as serving code receives it (validated, then the runtime copy)."""
+    section: runtime.LoggingSection = to_runtime(LoggingSection(**values))
+    return section
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +107,7 @@ def test_access_formatter_matches_uvicorn() -> None:
 
 
 def test_default_config_streams(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging(LoggingSection(use_colors=False))
+    configure_logging(_section(use_colors=False))
     logging.getLogger("palfrey.error").info("started")
     logging.getLogger("palfrey.error").debug("hidden")
     AccessLogger().log(("10.0.0.1", 1234), "GET", "/x y", b"q=1", "1.1", 204)
@@ -111,19 +118,19 @@ def test_default_config_streams(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_level_trace(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging(LoggingSection(level="trace", use_colors=False))
+    configure_logging(_section(level="trace", use_colors=False))
     assert logging.getLogger("palfrey.asgi").isEnabledFor(TRACE_LOG_LEVEL)
     logging.getLogger("palfrey.error").log(TRACE_LOG_LEVEL, "tiny")
     assert capsys.readouterr().err == "TRACE:    tiny\n"
 
 
 def test_level_warning_hides_access(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging(LoggingSection(level="warning"))
+    configure_logging(_section(level="warning"))
     assert AccessLogger().enabled is False
 
 
 def test_access_log_off(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging(LoggingSection(access_log=False))
+    configure_logging(_section(access_log=False))
     access = AccessLogger()
     assert access.enabled is False
     logging.getLogger("palfrey.access").info("should not appear")
@@ -193,7 +200,7 @@ def _write_configs(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("kind", ["json", "yaml", "ini"])
 def test_config_files(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     logging.getLogger("custom").setLevel(logging.INFO)  # an existing logger stays enabled
-    configure_logging(LoggingSection(config=_write_configs(tmp_path)[kind]))
+    configure_logging(_section(config=_write_configs(tmp_path)[kind]))
     logging.getLogger("palfrey.error").debug("debug kept")  # the file's level, not "info"
     assert capsys.readouterr().out == "custom palfrey.error debug kept\n"
     assert logging.getLogger("custom").disabled is False
@@ -202,7 +209,7 @@ def test_config_files(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_explicit_level_overrides_a_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    configure_logging(LoggingSection(config=_write_configs(tmp_path)["json"], level="warning"))
+    configure_logging(_section(config=_write_configs(tmp_path)["json"], level="warning"))
     logging.getLogger("palfrey.error").info("dropped")
     assert capsys.readouterr().out == ""
 
@@ -210,7 +217,7 @@ def test_explicit_level_overrides_a_file(
 def test_inline_dict_config(capsys: pytest.CaptureFixture[str]) -> None:
     config = default_logging_config(use_colors=False)
     config["formatters"]["default"]["fmt"] = "[%(levelname)s] %(message)s"
-    configure_logging(LoggingSection(dict_config=config))
+    configure_logging(_section(dict_config=config))
     logging.getLogger("palfrey.error").warning("inline")
     assert capsys.readouterr().err == "[WARNING] inline\n"
 
@@ -239,7 +246,7 @@ def test_uvicorn_style_config_drives_palfrey_loggers(capsys: pytest.CaptureFixtu
         },
     }
     pytest.importorskip("uvicorn")
-    configure_logging(LoggingSection(dict_config=config))
+    configure_logging(_section(dict_config=config))
     access = AccessLogger()
     assert access.enabled
     access.log(("1.2.3.4", 9), "GET", "/", b"", "1.1", 200)
@@ -254,21 +261,21 @@ def test_default_config_is_a_fresh_copy() -> None:
 
 
 def test_reconfigure_turns_the_access_log_back_on(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging(LoggingSection(access_log=False))
-    configure_logging(LoggingSection(use_colors=False))
+    configure_logging(_section(access_log=False))
+    configure_logging(_section(use_colors=False))
     assert AccessLogger().enabled
     AccessLogger().log(("::1", 80), "GET", "/", b"", "1.1", 200)
     assert capsys.readouterr().out == 'INFO:     ::1:80 - "GET / HTTP/1.1" 200 OK\n'
 
 
 def test_debug_level_reaches_uvicorn_error_for_apps(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging(LoggingSection(level="debug", use_colors=False))
+    configure_logging(_section(level="debug", use_colors=False))
     logging.getLogger("uvicorn.error").debug("app debug")
     assert capsys.readouterr().err == "DEBUG:    app debug\n"
 
 
 def test_json_format_writes_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging(LoggingSection(format="json"))
+    configure_logging(_section(format="json"))
     logging.getLogger("palfrey.error").info("hello %s", "there")
     line = capsys.readouterr().err.strip().splitlines()[-1]
     record = json.loads(line)

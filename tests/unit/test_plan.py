@@ -6,7 +6,14 @@ import os
 
 from palfrey.build.listeners import ListenerSpec
 from palfrey.build.plan import plan
-from palfrey.config import load_config
+from palfrey.config import load_config as _load_config
+from palfrey.config.model import to_runtime
+from palfrey.config.runtime import RuntimeConfig
+
+
+def load_config(argv: list[str], environ: dict[str, str]) -> RuntimeConfig:
+    """What plan() is handed: the validated config's runtime copy."""
+    return to_runtime(_load_config(argv, environ=environ))
 
 
 def test_defaults() -> None:

@@ -11,14 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from palfrey.config import load_config
-from palfrey.config.model import ReloadSection
+from palfrey.config import load_config as _load_config
+from palfrey.config.model import ReloadSection, to_runtime
+from palfrey.config.runtime import RuntimeConfig
 from palfrey.workers import sd_notify
 from palfrey.workers.health import HealthProtocol
 from palfrey.workers.reload import PathFilter
 from palfrey.workers.sockets import ListenerSet, adopt_handoff, handoff_env, reusable
 from palfrey.workers.supervisor import describe_exit, restart_needed
 from palfrey.workers.watch import FileWatch, reload_tls_in_place
+
+
+def load_config(argv: list[str]) -> RuntimeConfig:
+    """A validated config as the process model receives it: the runtime copy."""
+    return to_runtime(_load_config(argv))
 
 
 def _publish(directory: Path, version: str, text: str) -> None:
@@ -52,12 +58,14 @@ def test_file_watch_waits_for_a_missing_file(tmp_path: Path) -> None:
 
 
 def test_reload_filter_defaults_and_patterns(tmp_path: Path) -> None:
-    accept = PathFilter(ReloadSection(), [tmp_path])
+    accept = PathFilter(to_runtime(ReloadSection()), [tmp_path])
     assert accept(tmp_path / "app.py")
     assert not accept(tmp_path / "notes.txt")
     assert not accept(tmp_path / ".hidden.py")
     assert not accept(tmp_path / "__pycache__" / "app.py")
-    custom = PathFilter(ReloadSection(includes=("*.html",), excludes=("legacy/*",)), [tmp_path])
+    custom = PathFilter(
+        to_runtime(ReloadSection(includes=("*.html",), excludes=("legacy/*",))), [tmp_path]
+    )
     assert custom(tmp_path / "page.html")
     assert custom(tmp_path / "app.py")  # *.py is always included, as in uvicorn
     assert not custom(tmp_path / "legacy" / "old.py")

@@ -12,7 +12,8 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 from palfrey.build.tls import TLSConfigError, create_ssl_context
-from palfrey.config.model import TLSSection
+from palfrey.config import runtime
+from palfrey.config.model import TLSSection, to_runtime
 
 TIMEOUT = 10
 
@@ -60,9 +61,15 @@ def _encrypt(key_pem: bytes, password: bytes) -> bytes:
     )
 
 
-def _section(pki: dict[str, Path], **overrides: Any) -> TLSSection:
+def _section(pki: dict[str, Path], **overrides: Any) -> runtime.TLSSection:
     values: dict[str, Any] = {"certfile": pki["cert"], "keyfile": pki["key"], **overrides}
-    return TLSSection(**values)
+    return _tls(**values)
+
+
+def _tls(**values: Any) -> runtime.TLSSection:
+    """The TLS section as serving code receives it (validated, then the runtime copy)."""
+    section: runtime.TLSSection = to_runtime(TLSSection(**values))
+    return section
 
 
 # ------------------------------------------------------------------- context and errors
@@ -92,7 +99,7 @@ def test_uvicorn_tlsv1_2_pin_caps_maximum(pki: dict[str, Path]) -> None:
 
 
 def test_key_inside_certfile(pki: dict[str, Path]) -> None:
-    create_ssl_context(TLSSection(certfile=pki["combined"]))
+    create_ssl_context(_tls(certfile=pki["combined"]))
 
 
 def test_client_verification(pki: dict[str, Path]) -> None:
@@ -133,7 +140,7 @@ def test_errors_name_the_file_and_problem(
 
 def test_no_certfile() -> None:
     with pytest.raises(TLSConfigError, match=r"tls\.certfile is not set"):
-        create_ssl_context(TLSSection())
+        create_ssl_context(_tls())
 
 
 @pytest.mark.parametrize("source", ["file", "secret"])
