@@ -56,6 +56,7 @@ class ServerSection:
     loop: str
     reset_contextvars: bool
     drain_delay: float
+    malloc_top_pad: int | None
     reload_on_change: bool
     fields_set: frozenset[str] = field(compare=False)
 
