@@ -8,7 +8,6 @@ workers that multiprocessing spawns both run this module again and must not load
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -25,6 +24,8 @@ EXIT_CONFIG = 2
 
 
 def version_line() -> str:
+    import platform  # only for --version
+
     return (
         f"Running palfrey {__version__} with {platform.python_implementation()} "
         f"{platform.python_version()} on {platform.system()}"

@@ -19,7 +19,7 @@ import hashlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from palfrey.config.runtime import RuntimeConfig
@@ -267,6 +267,21 @@ _ENGINES = {
 }
 
 
+def _on_first_use(module: str) -> EngineFactory:
+    """The engine of `module`, imported when the first WebSocket is accepted: a server
+    that never upgrades a connection never loads the framing library (wsproto, or the
+    websockets package, which imports importlib.metadata: 2-4 MiB of resident memory)."""
+    engine: EngineFactory | None = None
+
+    def make(*args: Any, **kwargs: Any) -> Engine:
+        nonlocal engine
+        if engine is None:
+            engine = importlib.import_module(module).ENGINE
+        return engine(*args, **kwargs)
+
+    return make
+
+
 @dataclass(frozen=True)
 class WebSocketSettings:
     """The `websocket` section as a connection uses it, with the backend resolved."""
@@ -284,9 +299,7 @@ class WebSocketSettings:
 
     @classmethod
     def for_backend(cls, backend: str, **options: object) -> WebSocketSettings:
-        engine = None
-        if backend in _ENGINES:
-            engine = importlib.import_module(_ENGINES[backend]).ENGINE
+        engine = _on_first_use(_ENGINES[backend]) if backend in _ENGINES else None
         return cls(backend=backend, engine=engine, **options)  # type: ignore[arg-type]
 
     @classmethod

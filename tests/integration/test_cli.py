@@ -177,6 +177,7 @@ async def app(scope, receive, send):
     body = json.dumps({
         "pid": os.getpid(),
         "pydantic": "pydantic" in sys.modules,
+        "framing": [name for name in ("wsproto", "websockets") if name in sys.modules],
         "xoptions": sys._xoptions,
         "from_env_file": os.environ.get("FROM_ENV_FILE"),
         "launch_marker": "_PALFREY_LAUNCH" in os.environ,
@@ -205,6 +206,7 @@ def test_the_serving_process_is_the_same_pid_without_pydantic(
         pid = proc.proc.pid
         assert seen["pid"] == pid
         assert seen["pydantic"] is False
+        assert seen["framing"] == []  # WebSocket libraries load with the first upgrade
         assert seen["from_env_file"] == "yes"
         assert seen["launch_marker"] is False  # read and removed; the app's children never see it
         assert seen["xoptions"] == ({"probe": "1"} if prefix else {})
