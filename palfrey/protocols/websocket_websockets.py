@@ -20,6 +20,7 @@ from websockets.protocol import OPEN, SERVER, Protocol
 
 from palfrey.protocols.websocket_core import (
     ABNORMAL,
+    DEFLATE_MEM_LEVEL,
     INVALID_DATA,
     Deflate,
     EngineSink,
@@ -76,6 +77,7 @@ class WebsocketsEngine:
                     local_no_context_takeover=deflate.server_no_context_takeover,
                     remote_max_window_bits=deflate.client_max_window_bits or 15,
                     local_max_window_bits=deflate.server_max_window_bits,
+                    compress_settings={"memLevel": DEFLATE_MEM_LEVEL},
                 )
             ]
         self._extensions = proto.extensions

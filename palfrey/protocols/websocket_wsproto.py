@@ -20,10 +20,12 @@ from wsproto.frame_protocol import (
     FrameProtocol,
     Opcode,
     ParseFailed,
+    RsvBits,
     XorMaskerSimple,
 )
 
 from palfrey.protocols.websocket_core import (
+    DEFLATE_MEM_LEVEL,
     INVALID_DATA,
     MESSAGE_TOO_BIG,
     Deflate,
@@ -95,6 +97,24 @@ class _BoundedDeflate(PerMessageDeflate):
         )
         self._enabled = True
         self.limit = max_size + 1
+
+    def frame_outbound(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        data: bytes,
+        fin: bool,
+    ) -> tuple[RsvBits, bytes]:
+        if self._compressor is None and opcode is not Opcode.CONTINUATION:
+            # wsproto's compressor with Palfrey's memory level (see DEFLATE_MEM_LEVEL).
+            self._compressor = zlib.compressobj(
+                zlib.Z_DEFAULT_COMPRESSION,
+                zlib.DEFLATED,
+                -int(self.server_max_window_bits),
+                DEFLATE_MEM_LEVEL,
+            )
+        return super().frame_outbound(proto, opcode, rsv, data, fin)
 
     def frame_inbound_payload_data(self, proto: object, data: bytes) -> bytes | CloseReason:
         if not self._inbound_compressed or not self._inbound_is_compressible:

@@ -82,7 +82,13 @@ def test_upgrade_without_connection_is_plain_http() -> None:
     ("offer", "expected"),
     [
         (b"permessage-deflate", Deflate()),
-        (b"permessage-deflate; client_max_window_bits", Deflate()),
+        # The client supports limiting its window: Palfrey asks for 4 KiB (12 bits).
+        (b"permessage-deflate; client_max_window_bits", Deflate(client_max_window_bits=12)),
+        # Larger windows than Palfrey's are narrowed, smaller ones kept (RFC 7692 §7.1.2).
+        (
+            b"permessage-deflate; server_max_window_bits=15; client_max_window_bits=15",
+            Deflate(server_max_window_bits=12, client_max_window_bits=12),
+        ),
         (
             b"permessage-deflate; server_no_context_takeover; client_no_context_takeover",
             Deflate(server_no_context_takeover=True, client_no_context_takeover=True),
@@ -104,6 +110,8 @@ def test_deflate_negotiation(offer: bytes, expected: Deflate | None) -> None:
 
 
 def test_deflate_response_header() -> None:
+    # A server may announce its window unasked (§7.1.2.1); the client's only if offered.
+    assert Deflate().response() == b"permessage-deflate; server_max_window_bits=12"
     deflate = Deflate(True, True, 10, 12)
     assert deflate.response() == (
         b"permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
