@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, unquote_to_bytes
 
 from palfrey.protocols.http11_response import DefaultHeaders
 from palfrey.protocols.limits import HTTPLimits
@@ -97,3 +98,55 @@ class ConnectionContext:
     extensions: dict[str, Any] = field(default_factory=dict)
     #: WebSocket settings and backend (None: upgrade requests are served as plain HTTP).
     websocket: WebSocketSettings | None = None
+
+
+_METHODS: dict[bytes, str] = {}  # bytes -> str, filled lazily (methods are a small closed set)
+
+
+def http_scope(
+    ctx: ConnectionContext,
+    method: bytes,
+    raw_path: bytes,
+    query: bytes,
+    http_version: str,
+    server: Any,
+    client: Any,
+    scheme: str,
+    headers: list[tuple[bytes, bytes]],
+    extensions: dict[str, Any],
+) -> Scope:
+    """The ASGI HTTP scope of a request, for every HTTP version: the path percent-decoded
+    as UTF-8, `root_path` prefixed, the lifespan state copied, trusted proxy headers
+    applied."""
+    if raw_path.isascii():
+        path = raw_path.decode()
+        if "%" in path:
+            path = unquote(path)
+    else:
+        path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+    root = ctx.root_path
+    if root:
+        path = root + path
+        raw_path = root.encode() + raw_path
+    name = _METHODS.get(method)
+    if name is None:
+        name = _METHODS[method] = method.decode("ascii")
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": http_version,
+        "server": server,
+        "client": client,
+        "scheme": scheme,
+        "method": name,
+        "root_path": root,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "headers": headers,
+        "state": ctx.app_state.copy(),
+        "extensions": extensions,
+    }
+    if ctx.proxy is not None:
+        ctx.proxy(scope)
+    return scope

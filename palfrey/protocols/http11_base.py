@@ -21,10 +21,9 @@ import asyncio
 import os
 from collections import deque
 from typing import Any
-from urllib.parse import unquote, unquote_to_bytes
 
 from palfrey.asgi.http_cycle import HTTPCycle
-from palfrey.protocols.context import ConnectionContext, Receive, Scope, Send
+from palfrey.protocols.context import ConnectionContext, Receive, Scope, Send, http_scope
 from palfrey.protocols.http11_response import (
     CONTINUE_100,
     chunk,
@@ -51,7 +50,6 @@ _FILE_CHUNK = 65536
 # discarded (waiting for the client's own close) before the socket is closed outright.
 LINGER = 1.0
 _SERVED_METHODS = KNOWN_METHODS - {b"CONNECT"}
-_METHODS: dict[bytes, str] = {}  # bytes -> str, filled lazily (methods are a small closed set)
 
 
 async def _service_unavailable(scope: Scope, receive: Receive, send: Send) -> None:
@@ -271,39 +269,18 @@ class HTTP11Connection(asyncio.Protocol):
         raw_path, _, query = target.partition(b"?")
         if b"#" in query:
             query = query.partition(b"#")[0]
-        if raw_path.isascii():
-            path = raw_path.decode()
-            if "%" in path:
-                path = unquote(path)
-        else:
-            path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
-        ctx = self.ctx
-        root = ctx.root_path
-        if root:
-            path = root + path
-            raw_path = root.encode() + raw_path
-        name = _METHODS.get(method)
-        if name is None:
-            name = _METHODS[method] = method.decode("ascii")
-        scope: Scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": version,
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "method": name,
-            "root_path": root,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": headers,
-            "state": ctx.app_state.copy(),
-            "extensions": self.extensions,
-        }
-        if ctx.proxy is not None:
-            ctx.proxy(scope)
-        return scope
+        return http_scope(
+            self.ctx,
+            method,
+            raw_path,
+            query,
+            version,
+            self.server,
+            self.client,
+            self.scheme,
+            headers,
+            self.extensions,
+        )
 
     # -- running the app ---------------------------------------------------------------
 

@@ -31,7 +31,6 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 import h2.config
 import h2.connection
@@ -45,6 +44,7 @@ from hpack.exceptions import HPACKError
 from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, RstStreamFrame
 
 from palfrey.asgi.http_cycle import HTTPCycle
+from palfrey.protocols.context import http_scope
 from palfrey.protocols.http11_base import LINGER
 from palfrey.transports.asyncio_stream import addresses, set_nodelay, tls_extension
 
@@ -74,7 +74,6 @@ _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$").search
 _BAD_OUT_VALUE = re.compile(rb"[\x00\r\n]").search
 _KNOWN_NAMES: set[bytes] = set()
 _GOOD_VALUES: set[bytes] = set()  # request field values already checked (bounded)
-_METHODS: dict[bytes, str] = {}
 
 
 @dataclass(frozen=True)
@@ -911,43 +910,20 @@ class H2Connection(asyncio.Protocol):
     # -- the scope ---------------------------------------------------------------------
 
     def _scope(self, request: _Request) -> Scope:
-        ctx = self.ctx
-        target = request.path
-        raw_path, _, query = target.partition(b"?")
-        if raw_path.isascii():
-            path = raw_path.decode("ascii")
-            if "%" in path:
-                path = unquote(path)
-        else:
-            path = unquote(raw_path.decode("utf-8", "replace"))
-        root = ctx.root_path
-        if root:
-            path = root + path
-            raw_path = root.encode() + raw_path
-        method = request.method
-        name = _METHODS.get(method)
-        if name is None:
-            name = _METHODS[method] = method.decode("ascii")
+        raw_path, _, query = request.path.partition(b"?")
         scheme = request.scheme
-        scope: Scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": "2",
-            "server": self.server,
-            "client": self.client,
-            "scheme": scheme.decode("ascii") if scheme in (b"http", b"https") else self.scheme,
-            "method": name,
-            "root_path": root,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": request.headers,
-            "state": ctx.app_state.copy(),
-            "extensions": self.extensions,
-        }
-        if ctx.proxy is not None:
-            ctx.proxy(scope)
-        return scope
+        return http_scope(
+            self.ctx,
+            request.method,
+            raw_path,
+            query,
+            "2",
+            self.server,
+            self.client,
+            scheme.decode("ascii") if scheme in (b"http", b"https") else self.scheme,
+            request.headers,
+            self.extensions,
+        )
 
     def _upgraded_request(self, upgrade: Upgrade) -> None:
         """Stream 1 is the HTTP/1.1 request that asked for h2c (RFC 7540 §3.2)."""
