@@ -302,20 +302,8 @@ class HTTP11Connection(asyncio.Protocol):
         current = self.cycle
         if cycle is not current or current is None or self._closed:
             return
-        allowed = status not in (204, 304) and current.scope["method"] != "HEAD"
-        head, length, chunked, keep_alive = encode(
-            status,
-            headers,
-            self.ctx.defaults,
-            current.http11,
-            current.keep_alive and not self.ctx.state.shutting_down,
-            allowed,
-            None if more_body else len(body),
-        )
-        current.head_sent = True
-        current.chunked = chunked
-        current.keep_alive = keep_alive
-        current.body_allowed = allowed
+        head, length = self._encode_head(current, status, headers, None if more_body else len(body))
+        allowed = current.body_allowed
         if more_body:
             current.remaining = length
             if body:
@@ -332,6 +320,27 @@ class HTTP11Connection(asyncio.Protocol):
             current.remaining = length
             self._write(current, body, more_body, head)
             self._complete(current)
+
+    def _encode_head(
+        self, current: HTTP11Cycle, status: int, headers: Any, body_length: int | None
+    ) -> tuple[bytes, int | None]:
+        """Encode the response head and record its framing on `current`; returns the head
+        and the Content-Length it announces (RFC 9110 §6.4.1: no body for HEAD, 204, 304)."""
+        allowed = status not in (204, 304) and current.scope["method"] != "HEAD"
+        head, length, chunked, keep_alive = encode(
+            status,
+            headers,
+            self.ctx.defaults,
+            current.http11,
+            current.keep_alive and not self.ctx.state.shutting_down,
+            allowed,
+            body_length,
+        )
+        current.head_sent = True
+        current.chunked = chunked
+        current.keep_alive = keep_alive
+        current.body_allowed = allowed
+        return head, length
 
     def write_body(self, cycle: HTTPCycle, body: bytes, more_body: bool) -> None:
         current = self.cycle
@@ -373,19 +382,9 @@ class HTTP11Connection(asyncio.Protocol):
             return
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
-            allowed = current.scope["method"] != "HEAD" and status not in (204, 304)
-            head, _, chunked, keep_alive = encode(
-                status,
-                headers,
-                self.ctx.defaults,
-                current.http11,
-                current.keep_alive and not self.ctx.state.shutting_down,
-                allowed,
-                size,
-            )
-            current.chunked, current.keep_alive = chunked, keep_alive
-            current.remaining, current.body_allowed = None, allowed
-            current.head_sent = True
+            head, _ = self._encode_head(current, status, headers, size)
+            current.remaining = None
+            chunked, allowed = current.chunked, current.body_allowed
             self.transport.write(head)
             if allowed:
                 cycle.bytes_sent = await self._send_file(file, size, chunked)
