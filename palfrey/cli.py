@@ -13,14 +13,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from palfrey._version import __version__
+from palfrey.exitcodes import EXIT_CONFIG, EXIT_OK, fail
 from palfrey.workers.launch import LAUNCH_ENV
 
 if TYPE_CHECKING:
     from palfrey.config.arguments import Meta
     from palfrey.config.loader import Resolved
-
-EXIT_OK = 0
-EXIT_CONFIG = 2
 
 
 def version_line() -> str:
@@ -33,8 +31,7 @@ def version_line() -> str:
 
 
 def _fail(message: str, code: int = EXIT_CONFIG) -> int:
-    print(f"palfrey: {message}", file=sys.stderr)
-    return code
+    return fail(message, code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

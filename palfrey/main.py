@@ -12,7 +12,6 @@ that the process which serves never imports pydantic (see palfrey.workers.launch
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,8 @@ from typing import Any
 from palfrey.build.check import missing_backends
 from palfrey.config.loader import ConfigError, resolve
 from palfrey.config.model import Config, to_runtime
+from palfrey.exitcodes import EXIT_CONFIG, fail
 from palfrey.workers.launch import Launch, Reresolver, can_exec, export_env_file, reexec, serve
-
-EXIT_CONFIG = 2
 
 
 def _reresolver(
@@ -66,8 +64,7 @@ def run_config(
     runtime = to_runtime(config)
     problems = missing_backends(runtime)
     if problems:
-        print(f"palfrey: {ConfigError(problems).render()}", file=sys.stderr)
-        return EXIT_CONFIG
+        return fail(ConfigError(problems).render(), EXIT_CONFIG)
     reresolve = _reresolver(argv, overrides)
     manifest = _manifest(argv)
     alone = runtime.workers.count == 1 and not runtime.reload.enabled

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from palfrey.config.runtime import RuntimeConfig
+from palfrey.exitcodes import EXIT_APP_IMPORT, EXIT_CONFIG, EXIT_LISTENER, fail
 
 if TYPE_CHECKING:
     from palfrey.workers.sockets import ListenerSet
@@ -59,10 +60,6 @@ LAUNCH_ENV = "_PALFREY_LAUNCH"
 """Set across the exec: the number of an inherited file descriptor holding the pickled
 `Launch`. Removed on reading, so the app's own child processes never see it. The leading
 underscore keeps it out of the PALFREY_* configuration namespace."""
-
-EXIT_LISTENER = 1
-EXIT_APP_IMPORT = 1
-EXIT_CONFIG = 2
 
 
 class ReloadError(Exception):
@@ -122,11 +119,6 @@ def export_env_file(config: RuntimeConfig) -> None:
             os.environ.setdefault(name, value)
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"palfrey: {message}", file=sys.stderr)
-    return code
-
-
 def serve(
     config: RuntimeConfig,
     app: Any | None = None,
@@ -147,7 +139,7 @@ def serve(
     try:
         if config.workers.count > 1 or config.reload.enabled:
             if app is not None:
-                return _fail(
+                return fail(
                     "workers.count > 1 and reload need the app as an import string "
                     '("module:attribute"), not an app object',
                     EXIT_CONFIG,
@@ -165,11 +157,11 @@ def serve(
         )
         return single.run()
     except AppLoadError as exc:
-        return _fail(str(exc), EXIT_APP_IMPORT)
+        return fail(str(exc), EXIT_APP_IMPORT)
     except TLSConfigError as exc:
-        return _fail(str(exc), EXIT_CONFIG)
+        return fail(str(exc), EXIT_CONFIG)
     except ListenerError as exc:
-        return _fail(str(exc), EXIT_LISTENER)
+        return fail(str(exc), EXIT_LISTENER)
 
 
 # -- across exec ---------------------------------------------------------------------
@@ -279,7 +271,7 @@ def serve_launched() -> int | None:
     try:
         launch = read_launch(os.environ)
     except (OSError, ValueError) as exc:
-        return _fail(f"cannot read the configuration handed over by exec: {exc}", 1)
+        return fail(f"cannot read the configuration handed over by exec: {exc}", 1)
     if launch is None:
         return None
     export_env_file(launch.config)

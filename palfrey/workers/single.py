@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from palfrey.config.runtime import RuntimeConfig
+from palfrey.exitcodes import EXIT_OK, EXIT_STARTUP
 from palfrey.workers import sd_notify
 from palfrey.workers.launch import Launch, ReloadError, Reresolver, reexec
 from palfrey.workers.sockets import ListenerSet, adopt_handoff
@@ -66,7 +67,7 @@ class SingleProcess:
             run_on_loop(self._main(listeners), loop_factory(self.config.server.loop))
         except StartupFailure:
             listeners.close_except()
-            return 3
+            return EXIT_STARTUP
         except BaseException:
             listeners.close_except()
             raise
@@ -74,7 +75,7 @@ class SingleProcess:
             launch = Launch(self.next_config, self.reresolve, self.manifest)
             reexec(launch if self.launched else None, listeners)
         listeners.close_except()
-        return 0
+        return EXIT_OK
 
     async def _main(self, listeners: ListenerSet) -> None:
         from palfrey.workers.watch import FileWatch, watch_tls

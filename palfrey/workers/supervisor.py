@@ -35,6 +35,7 @@ from typing import Any
 
 from palfrey.build.listeners import ListenerError, describe
 from palfrey.config.runtime import RuntimeConfig
+from palfrey.exitcodes import EXIT_CRASH_LOOP
 from palfrey.logging import configure_logging
 from palfrey.workers import sd_notify
 from palfrey.workers.launch import ReloadError
@@ -45,7 +46,6 @@ __all__ = ["EXIT_CRASH_LOOP", "Supervisor", "restart_needed"]
 
 logger = logging.getLogger("palfrey.error")
 
-EXIT_CRASH_LOOP = 1
 _BACKOFF_START = 0.1
 _READY_MARGIN = 30.0
 _STOP_MARGIN = 5.0

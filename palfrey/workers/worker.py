@@ -23,15 +23,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from palfrey.config.runtime import RuntimeConfig
+from palfrey.exitcodes import EXIT_APP_IMPORT, EXIT_CONFIG, EXIT_OK, EXIT_STARTUP
 
 __all__ = ["EXIT_OK", "WorkerArgs", "worker_main"]
 
 logger = logging.getLogger("palfrey.error")
-
-EXIT_OK = 0
-EXIT_APP_IMPORT = 1
-EXIT_CONFIG = 2
-EXIT_STARTUP = 3
 
 
 @dataclass
