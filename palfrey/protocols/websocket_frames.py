@@ -72,9 +72,17 @@ def is_plain(data: bytes, pos: int) -> bool:
     return first in (PLAIN_TEXT, PLAIN_BINARY) and bool(data[pos + 1] & _MASKED)
 
 
-def unmask_payload(data: bytes, start: int, stop: int) -> bytes:
-    """The unmasked payload of a masked frame whose payload is data[start:stop]."""
+def plain_message(data: bytes, pos: int, start: int, stop: int) -> str | bytes | None:
+    """The message of the plain frame at `pos` whose payload is data[start:stop]: text or
+    bytes, unmasked; None when a text payload is not UTF-8 (RFC 6455 §8.1: close 1007)."""
     key = data[start - 4 : start]
     if stop - start < _VIEW_FROM:
-        return apply_mask(data[start:stop], key)
-    return apply_mask(memoryview(data)[start:stop], key)
+        payload = apply_mask(data[start:stop], key)
+    else:
+        payload = apply_mask(memoryview(data)[start:stop], key)
+    if data[pos] != PLAIN_TEXT:
+        return payload
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None

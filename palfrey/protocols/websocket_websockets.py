@@ -25,7 +25,7 @@ from palfrey.protocols.websocket_core import (
     Deflate,
     EngineSink,
 )
-from palfrey.protocols.websocket_frames import PLAIN_TEXT, frame_extent, is_plain, unmask_payload
+from palfrey.protocols.websocket_frames import frame_extent, is_plain, plain_message
 
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
@@ -119,16 +119,11 @@ class WebsocketsEngine:
             if stop > end:
                 break
             if current is None and self._plain and is_plain(data, pos):
-                payload = unmask_payload(data, start, stop)
-                if data[pos] == PLAIN_TEXT:
-                    try:
-                        text = payload.decode("utf-8")
-                    except UnicodeDecodeError:
-                        self._invalid_utf8()
-                        return
-                    self.sink.message(text)
-                else:
-                    self.sink.message(payload)
+                message = plain_message(data, pos, start, stop)
+                if message is None:
+                    self._invalid_utf8()
+                    return
+                self.sink.message(message)
             else:
                 self._library(data[pos:stop])
                 if self.done:

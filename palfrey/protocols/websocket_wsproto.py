@@ -32,11 +32,10 @@ from palfrey.protocols.websocket_core import (
     EngineSink,
 )
 from palfrey.protocols.websocket_frames import (
-    PLAIN_TEXT,
     apply_mask,
     frame_extent,
     is_plain,
-    unmask_payload,
+    plain_message,
 )
 
 _TEXT = Opcode.TEXT
@@ -253,16 +252,11 @@ class WsprotoEngine:
             stop = start + length
             if stop > end or length > self.max_size or not is_plain(data, pos):
                 break
-            payload = unmask_payload(data, start, stop)
-            if data[pos] == PLAIN_TEXT:
-                try:
-                    text = payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    self._fail(INVALID_DATA, "invalid UTF-8")
-                    return b""
-                self.sink.message(text)
-            else:
-                self.sink.message(payload)
+            message = plain_message(data, pos, start, stop)
+            if message is None:
+                self._fail(INVALID_DATA, "invalid UTF-8")
+                return b""
+            self.sink.message(message)
             pos = stop
         return data[pos:] if pos else data
 
