@@ -18,13 +18,14 @@ if TYPE_CHECKING:
     from palfrey.config.loader import Resolved
     from palfrey.plan.plan import Plan
 
-__all__ = ["ReloadError", "Reresolver", "plan_resolved"]
+__all__ = ["ResolveError", "Reresolver", "plan_resolved", "resolve_plan"]
 
 logger = logging.getLogger("palfrey.error")
 
 
-class ReloadError(Exception):
-    """A re-read configuration that cannot be used; `str()` is the whole report."""
+class ResolveError(Exception):
+    """A configuration that cannot be served; `str()` is the whole report (every problem,
+    with where each value came from)."""
 
 
 def plan_resolved(resolved: Resolved, environ: Mapping[str, str] | None = None) -> Plan:
@@ -45,30 +46,41 @@ def plan_resolved(resolved: Resolved, environ: Mapping[str, str] | None = None) 
     return result
 
 
+def resolve_plan(
+    argv: Sequence[str] = (),
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Plan:
+    """Read every layer and plan, as `palfrey ARGV` would; warnings go to the log. Raises
+    ResolveError with the report `palfrey` prints at start-up."""
+    from palfrey.config.loader import ConfigError, resolve
+
+    try:
+        resolved = resolve(list(argv), environ=environ, overrides=overrides)
+        new = plan_resolved(resolved, environ)
+    except ConfigError as exc:
+        raise ResolveError(exc.render()) from None
+    for warning in resolved.warnings:
+        logger.warning("%s", warning)
+    return new
+
+
 @dataclass(frozen=True)
 class Reresolver:
     """What a reload runs: every configuration layer again, from the original command line
     (`argv`) or palfrey.run() keywords (`overrides`), with the environment as it is now.
 
     Picklable (it travels with the Plan it was made with) and free of pydantic until
-    called. Raises ReloadError for a configuration that `palfrey` would refuse at start-up.
+    called. Raises ResolveError for a configuration that `palfrey` would refuse at start-up.
     """
 
     argv: tuple[str, ...] = ()
     overrides: Mapping[str, Any] | None = None
 
     def __call__(self) -> Plan:
-        from palfrey.config.loader import ConfigError, resolve
-
         overrides = dict(self.overrides) if self.overrides else None
-        try:
-            resolved = resolve(list(self.argv), environ=os.environ, overrides=overrides)
-            new = plan_resolved(resolved)
-        except ConfigError as exc:
-            raise ReloadError(exc.render()) from None
-        for warning in resolved.warnings:
-            logger.warning("%s", warning)
-        return new
+        return resolve_plan(self.argv, environ=os.environ, overrides=overrides)
 
     @classmethod
     def of(

@@ -25,9 +25,8 @@ from typing import Any
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
-from palfrey.config.loader import ConfigError, resolve
 from palfrey.plan.plan import Plan
-from palfrey.plan.resolve import plan_resolved
+from palfrey.plan.resolve import ResolveError, resolve_plan
 
 __all__ = ["PalfreyH11Worker", "PalfreyWorker"]
 
@@ -93,14 +92,13 @@ class PalfreyWorker(Worker):  # type: ignore[misc]
         return overrides
 
     def load_palfrey_plan(self) -> Plan:
-        resolved = resolve([], environ=os.environ, overrides=self.gunicorn_overrides())
-        return plan_resolved(resolved)
+        return resolve_plan(environ=os.environ, overrides=self.gunicorn_overrides())
 
     def init_process(self) -> None:
         try:
             self.palfrey_plan = self.load_palfrey_plan()
-        except ConfigError as exc:
-            for line in exc.render().splitlines():
+        except ResolveError as exc:
+            for line in str(exc).splitlines():
                 self.log.error(line)
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
         super().init_process()

@@ -23,7 +23,7 @@ from typing import Any
 
 from palfrey.exitcodes import EXIT_OK, EXIT_STARTUP
 from palfrey.plan.plan import Plan
-from palfrey.plan.resolve import ReloadError, Reresolver
+from palfrey.plan.resolve import ResolveError, Reresolver
 from palfrey.workers import sd_notify
 from palfrey.workers.launch import Launch, reexec
 from palfrey.workers.sockets import ListenerSet, adopt_handoff
@@ -123,7 +123,7 @@ class SingleProcess:
             return False
         try:
             new = self.reresolve()
-        except ReloadError as exc:
+        except ResolveError as exc:
             logger.error("Reload failed, keeping the current configuration.")
             for line in str(exc).splitlines():
                 logger.error("%s", line)

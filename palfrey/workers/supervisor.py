@@ -36,7 +36,7 @@ from palfrey.exitcodes import EXIT_CRASH_LOOP
 from palfrey.plan.listeners import ListenerError
 from palfrey.plan.plan import Plan
 from palfrey.plan.realize import apply_logging, describe
-from palfrey.plan.resolve import ReloadError
+from palfrey.plan.resolve import ResolveError
 from palfrey.workers import sd_notify
 from palfrey.workers.messages import Drain, Ping, Pong, Ready, Recycle, Stop
 from palfrey.workers.sockets import ListenerSet, reusable
@@ -478,7 +478,7 @@ class Supervisor:
             return self.plan
         try:
             return self.reresolve()
-        except ReloadError as exc:
+        except ResolveError as exc:
             logger.error("Reload failed, keeping the current configuration.")
             for line in str(exc).splitlines():
                 logger.error("%s", line)

@@ -187,14 +187,14 @@ def test_reresolver_reads_the_command_line_again(monkeypatch: pytest.MonkeyPatch
 
 
 def test_reresolver_reports_what_startup_reports(monkeypatch: pytest.MonkeyPatch) -> None:
-    from palfrey.plan.resolve import ReloadError
+    from palfrey.plan.resolve import ResolveError
 
-    with pytest.raises(ReloadError, match=r"Invalid configuration \(1 problem\)"):
+    with pytest.raises(ResolveError, match=r"Invalid configuration \(1 problem\)"):
         Reresolver(("main:app", "--port", "many"))()
     monkeypatch.setattr("palfrey.plan.check.installed", lambda module: module != "uvloop")
-    with pytest.raises(ReloadError, match="needs the 'uvloop' package"):
+    with pytest.raises(ResolveError, match="needs the 'uvloop' package"):
         Reresolver(("main:app", "--loop", "uvloop"))()
-    with pytest.raises(ReloadError, match="HTTP/3 is not served"):
+    with pytest.raises(ResolveError, match="HTTP/3 is not served"):
         Reresolver(("main:app", "--http", "h3", "--ssl-certfile", "/c.pem"))()
 
 
