@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from palfrey.config.loader import Resolved
     from palfrey.plan.plan import Plan
 
-__all__ = ["ResolveError", "Reresolver", "plan_resolved", "resolve_plan"]
+__all__ = ["Reresolver", "ResolveError", "plan_resolved", "resolve_plan"]
 
 logger = logging.getLogger("palfrey.error")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from palfrey.exitcodes import EXIT_OK, EXIT_STARTUP
 from palfrey.plan.plan import Plan
-from palfrey.plan.resolve import ResolveError, Reresolver
+from palfrey.plan.resolve import Reresolver, ResolveError
 from palfrey.workers import sd_notify
 from palfrey.workers.launch import Launch, reexec
 from palfrey.workers.sockets import ListenerSet, adopt_handoff
