@@ -46,14 +46,15 @@ from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, RstStreamFra
 from palfrey.asgi.http_cycle import HTTPCycle
 from palfrey.protocols.context import http_scope
 from palfrey.protocols.http11_base import LINGER
+from palfrey.protocols.settings import HTTP2Settings
 from palfrey.transports.asyncio_stream import addresses, set_nodelay, tls_extension
 
 if TYPE_CHECKING:
     from palfrey.asgi.types import Receive, Scope, Send
     from palfrey.protocols.context import ConnectionContext
-    from palfrey.protocols.websocket_core import WebSocketSettings
+    from palfrey.protocols.settings import WebSocketSettings
 
-__all__ = ["PREFACE", "H2Connection", "HTTP2Settings", "Upgrade"]
+__all__ = ["PREFACE", "H2Connection", "Upgrade"]
 
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -74,21 +75,6 @@ _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$").search
 _BAD_OUT_VALUE = re.compile(rb"[\x00\r\n]").search
 _KNOWN_NAMES: set[bytes] = set()
 _GOOD_VALUES: set[bytes] = set()  # request field values already checked (bounded)
-
-
-@dataclass(frozen=True)
-class HTTP2Settings:
-    """The `http2` section as a connection needs it (filled by the plan)."""
-
-    max_concurrent_streams: int
-    initial_window_size: int
-    max_frame_size: int
-    max_header_list_size: int
-    ping_interval: float | None
-    max_client_resets: int
-    max_control_frames: int
-    #: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3): WebSocket over HTTP/2.
-    connect_protocol: bool
 
 
 @dataclass

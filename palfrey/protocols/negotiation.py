@@ -26,14 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from palfrey.protocols.http2_h2 import (
-    PREFACE,
-    H2Connection,
-    HTTP2Settings,
-    Upgrade,
-    decode_settings,
-)
-from palfrey.protocols.websocket_core import WebSocketSettings
+from palfrey.protocols.http2_h2 import PREFACE, H2Connection, Upgrade, decode_settings
+from palfrey.protocols.settings import HTTP2Settings, WebSocketSettings
 
 if TYPE_CHECKING:
     from palfrey.protocols.context import ConnectionContext
