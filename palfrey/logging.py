@@ -20,21 +20,28 @@ import os
 import sys
 from copy import copy
 from dataclasses import dataclass
-from typing import Any, Literal, TextIO
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from palfrey.accesslog.handler import AccessHandler
+
+if TYPE_CHECKING:
+    from palfrey.accesslog.compile import Renderer
 
 __all__ = [
+    "ACCESS_RECORD_FIELDS",
     "LEVELS",
     "LOGGING_CONFIG",
     "TRACE_LOG_LEVEL",
+    "UVICORN_ACCESS_FORMAT",
     "AccessFormatter",
-    "AccessLogger",
+    "AccessHandler",
     "ColourizedFormatter",
     "DefaultFormatter",
     "JSONFormatter",
     "LoggingSettings",
     "configure_logging",
     "default_logging_config",
+    "reopen_log_files",
 ]
 
 TRACE_LOG_LEVEL = 5
@@ -138,14 +145,61 @@ class AccessFormatter(ColourizedFormatter):
 
     The record's args are uvicorn's five (client_addr, method, path, http_version,
     status), so uvicorn's own AccessFormatter also works with Palfrey's access logger.
+
+    With `access_format` (a gunicorn-style format, palfrey.accesslog) the record's message
+    is that line instead, and `fmt` defaults to "%(message)s"; `access_atoms` says whose
+    meaning the one-letter atoms take ("gunicorn" or "hypercorn").
     """
 
     status_colours = {1: "bright_white", 2: "green", 3: "yellow", 4: "red", 5: "bright_red"}
 
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        style: Literal["%", "{", "$"] = "%",
+        use_colors: bool | None = None,
+        access_format: str | None = None,
+        access_atoms: str = "gunicorn",
+    ) -> None:
+        if access_format is not None and fmt is None:
+            fmt = "%(message)s"
+        super().__init__(fmt=fmt, datefmt=datefmt, style=style, use_colors=use_colors)
+        self.access_format = access_format
+        self.access_atoms = access_atoms
+        self._renderer: Renderer | None = None
+
     def should_use_colors(self) -> bool:
         return _colours_wanted(sys.stdout)
 
+    @property
+    def renderer(self) -> Renderer:
+        """The compiled access line (uvicorn's, or `access_format`'s)."""
+        if self._renderer is None:
+            from palfrey.accesslog.compile import compile_format
+
+            self._renderer = compile_format(
+                self.access_format, atoms=self.access_atoms, colours=self.use_colors
+            )
+        return self._renderer
+
+    def direct_renderer(self) -> Renderer | None:
+        """The renderer that writes exactly what this formatter would, when there is one
+        (the fast path writes lines without building log records)."""
+        plain = self._fmt == ("%(message)s" if self.access_format else UVICORN_ACCESS_FORMAT)
+        return self.renderer if plain and self._style.__class__ is logging.PercentStyle else None
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = record.__dict__.get("palfrey_access")
+        if self.access_format is not None and event is not None:
+            exchange, now, kind = event
+            record.message = getattr(self.renderer, kind)(exchange, now)
+            return self.formatMessage(record)
+        return super().format(record)
+
     def formatMessage(self, record: logging.LogRecord) -> str:
+        if self.access_format is not None:
+            return super().formatMessage(record)
         record = copy(record)
         args = record.args
         if isinstance(args, tuple) and len(args) == 5:
@@ -171,32 +225,84 @@ def _status_text(status: int) -> str:
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and the access fields."""
+    """One JSON object per line: time (ISO 8601), level, logger, message; access lines
+    add their fields, typed (palfrey.accesslog: the default set, or the fields of
+    `access_format`)."""
 
-    _FIELDS = (
-        "client_host",
-        "client_port",
-        "method",
-        "path",
-        "http_version",
-        "status",
-        "bytes",
-        "duration_ms",
-    )
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        style: Literal["%", "{", "$"] = "%",
+        access_format: str | None = None,
+        access_atoms: str = "gunicorn",
+    ) -> None:
+        super().__init__(fmt=fmt, datefmt=datefmt, style=style)
+        self.access_format = access_format
+        self.access_atoms = access_atoms
+        self._renderers: dict[str, Renderer] = {}
+
+    def renderer(self, logger: str = "palfrey.access") -> Renderer:
+        found = self._renderers.get(logger)
+        if found is None:
+            from palfrey.accesslog.compile import compile_format
+
+            found = self._renderers[logger] = compile_format(
+                self.access_format, atoms=self.access_atoms, json=True, logger=logger
+            )
+        return found
+
+    def direct_renderer(self) -> Renderer | None:
+        """What `format` writes for an access record, without the record (the access
+        log's fast path); None when a `datefmt` asks for logging's own time format."""
+        return self.renderer() if self.datefmt is None else None
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is None:
+            from palfrey.accesslog.helpers import iso_time
+
+            return iso_time(record.created)
+        return super().formatTime(record, datefmt)
 
     def format(self, record: logging.LogRecord) -> str:
+        event = record.__dict__.get("palfrey_access")
+        if event is not None and self.datefmt is None:
+            exchange, now, kind = event
+            return str(getattr(self.renderer(record.name), kind)(exchange, now))
         data: dict[str, Any] = {
             "time": self.formatTime(record, self.datefmt),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for field in self._FIELDS:
+        for field in ACCESS_RECORD_FIELDS:
             if field in record.__dict__:
                 data[field] = record.__dict__[field]
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
+
+
+UVICORN_ACCESS_FORMAT = '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s'
+"""uvicorn's access line: the default format of the "access" formatter."""
+
+ACCESS_RECORD_FIELDS = (
+    "event",
+    "client_host",
+    "client_port",
+    "method",
+    "path",
+    "query",
+    "http_version",
+    "status",
+    "request_bytes",
+    "body_bytes",
+    "duration",
+    "duration_ms",
+    "request_id",
+)
+"""Attributes of every access-log record (for formatters of your own, such as
+python-json-logger's), besides uvicorn's five args."""
 
 
 LOGGING_CONFIG: dict[str, Any] = {
@@ -210,7 +316,7 @@ LOGGING_CONFIG: dict[str, Any] = {
         },
         "access": {
             "()": "palfrey.logging.AccessFormatter",
-            "fmt": '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+            "fmt": UVICORN_ACCESS_FORMAT,
             "use_colors": None,
         },
     },
@@ -222,8 +328,8 @@ LOGGING_CONFIG: dict[str, Any] = {
         },
         "access": {
             "formatter": "access",
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
+            "()": "palfrey.logging.AccessHandler",
+            "destination": "stdout",
         },
     },
     "loggers": {
@@ -238,14 +344,31 @@ LOGGING_CONFIG: dict[str, Any] = {
 """The default dictConfig (uvicorn's, with the palfrey loggers beside uvicorn's names)."""
 
 
-def default_logging_config(use_colors: bool | None = None, fmt: str = "text") -> dict[str, Any]:
-    """A fresh copy of LOGGING_CONFIG with use_colors (or JSON lines) applied."""
+def default_logging_config(
+    use_colors: bool | None = None,
+    fmt: str = "text",
+    *,
+    access_format: str | None = None,
+    access_atoms: str = "gunicorn",
+    access_destination: str = "stdout",
+) -> dict[str, Any]:
+    """A fresh copy of LOGGING_CONFIG with use_colors (or JSON lines) and the access
+    log's format and destination applied."""
     config: dict[str, Any] = json.loads(json.dumps(LOGGING_CONFIG))
-    for name, formatter in config["formatters"].items():
+    formatters = config["formatters"]
+    for name, formatter in formatters.items():
         if fmt == "json":
-            config["formatters"][name] = {"()": "palfrey.logging.JSONFormatter"}
+            formatters[name] = {"()": "palfrey.logging.JSONFormatter"}
         else:
             formatter["use_colors"] = use_colors
+    access = formatters["access"]
+    if access_format is not None:
+        access["access_format"] = access_format
+        if fmt != "json":
+            access["fmt"] = "%(message)s"
+    if access_atoms != "gunicorn":
+        access["access_atoms"] = access_atoms
+    config["handlers"]["access"]["destination"] = access_destination
     return config
 
 
@@ -320,60 +443,20 @@ def _alias_uvicorn_loggers() -> None:
         mine.disabled = other.disabled
 
 
-class AccessLogger:
-    """Writes access-log lines to "palfrey.access".
-
-    The HTTP core checks `enabled` (a plain attribute, decided once at construction) and
-    calls `log` only when it is true, so a server with the access log off pays one
-    attribute read per request.
-    """
-
-    __slots__ = ("enabled", "logger")
-
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self.logger = logger if logger is not None else logging.getLogger("palfrey.access")
-        self.enabled = (
-            not self.logger.disabled
-            and self.logger.isEnabledFor(logging.INFO)
-            and self.logger.hasHandlers()
-        )
-
-    def log(
-        self,
-        client: tuple[str, int] | None,
-        method: str,
-        path: str,
-        query_string: bytes,
-        http_version: str,
-        status: int,
-        *,
-        size: int | None = None,
-        duration: float | None = None,
-    ) -> None:
-        """One request: `client` is scope["client"]; `size` response body bytes;
-        `duration` seconds from request head to response end."""
-        client_addr = f"{client[0]}:{client[1]}" if client else ""
-        # Quoted like uvicorn: the decoded path must not smuggle spaces or control
-        # characters into the log line.
-        full_path = quote(path)
-        if query_string:
-            full_path = f"{full_path}?{query_string.decode('ascii', 'replace')}"
-        self.logger.info(
-            '%s - "%s %s HTTP/%s" %d',
-            client_addr,
-            method,
-            full_path,
-            http_version,
-            status,
-            extra={
-                "client_host": client[0] if client else None,
-                "client_port": client[1] if client else None,
-                "method": method,
-                "path": full_path,
-                "http_version": http_version,
-                "status": status,
-                "bytes": size,
-                "duration": duration,
-                "duration_ms": None if duration is None else round(duration * 1000.0, 3),
-            },
-        )
+def reopen_log_files() -> None:
+    """SIGUSR1 (as nginx and gunicorn): every log file open in this process is closed and
+    opened again by its path, so logrotate can move it away and the next line starts the
+    new one. Access-log handlers flush what they hold first."""
+    seen: set[int] = set()
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if id(handler) in seen:
+                continue
+            seen.add(id(handler))
+            if isinstance(handler, AccessHandler):
+                handler.reopen()
+            elif isinstance(handler, logging.FileHandler) and handler.stream is not None:
+                with handler.lock:  # type: ignore[union-attr]
+                    handler.stream.close()
+                    handler.stream = handler._open()

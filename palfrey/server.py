@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 from palfrey.asgi.app_loading import adapt, import_from_string, load_app
 from palfrey.asgi.health import health_app
 from palfrey.asgi.lifespan import Lifespan, LifespanFailure
-from palfrey.asgi.types import ASGIApp, Scope
-from palfrey.logging import AccessLogger
+from palfrey.asgi.types import ASGIApp
 from palfrey.plan import realize, registry
 from palfrey.plan.plan import Plan
 from palfrey.protocols.context import ConnectionContext, ServerState
@@ -34,6 +33,8 @@ if TYPE_CHECKING:
     import ssl
 
     from palfrey.config.model import Config
+    from palfrey.metrics.block import Block
+    from palfrey.observe import Observers
     from palfrey.plan.plan import ListenerPlan
 
 logger = logging.getLogger("palfrey.error")
@@ -82,6 +83,14 @@ class Server:
         self.draining = False
         self.drain_delay_on_stop = True
         self.ssl_contexts: dict[ListenerPlan, ssl.SSLContext | None] = {}
+        # Metrics (plan.metrics): the block this process counts into (the supervisor's,
+        # or one handed across a re-exec; else made at start-up), and whether this
+        # process serves the metrics listener (not a supervised worker).
+        self.metrics_block: Block | None = None
+        self.serve_metrics = True
+        self.observers: Observers | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._metrics_server: asyncio.AbstractServer | None = None
 
     # -- entry points --------------------------------------------------------------
 
@@ -135,6 +144,7 @@ class Server:
             sockets = self._owned_sockets = realize.bind_all(specs, plan.backlog)
         ctx = self._context(self.app, lifespan.state)
         ctx.app = health_app(ctx.app, plan.server.health, self.ready)
+        await self._start_metrics()
         protocol = realize.protocol_factory(plan.connections)
         self.ssl_contexts = realize.ssl_contexts(plan)
         loop = asyncio.get_running_loop()
@@ -169,6 +179,13 @@ class Server:
         if budget is not None:
             state.request_budget = budget + random.randint(0, plan.server.max_requests_jitter)
             state.on_budget_spent = self._budget_spent
+        observers = self.observers = self._observers()
+        request_id = conn.request_id
+        if request_id is not None and request_id.response_header is not None:
+            from palfrey.asgi.request_id import echo_request_id
+
+            app = echo_request_id(app, request_id.response_header)
+        access = observers.access if observers is not None else None
         return ConnectionContext(
             app=app,
             state=state,
@@ -177,10 +194,62 @@ class Server:
             root_path=conn.root_path,
             app_state=app_state,
             concurrency=conn.concurrency,
-            access_log=_access_logger(conn.access_log),
-            proxy=_proxy_hook(conn.forwarded_allow_ips),
+            observe=observers.request if observers is not None else None,
+            observer=observers,
+            proxy=_scope_hook(plan, record_peer=access is not None and access.uses_peer),
             reset_contextvars=conn.reset_contextvars,
             websocket=conn.websocket,
+        )
+
+    def _observers(self) -> Observers | None:
+        """The access log and metrics, as the protocols call them (None: both off)."""
+        access = None
+        if self.plan.connections.access_log:
+            from palfrey.accesslog.sink import access_sink
+
+            access = access_sink(asyncio.get_running_loop())
+        metrics = None
+        if self.metrics_block is not None or (self.plan.metrics and self.serve_metrics):
+            from palfrey.metrics.recorder import Recorder
+
+            metrics = Recorder(self._block())
+        if access is None and metrics is None:
+            return None
+        from palfrey.observe import Observers
+
+        return Observers(access, metrics)
+
+    def _block(self) -> Block:
+        if self.metrics_block is None:
+            from palfrey.metrics.block import Block
+            from palfrey.metrics.layout import Layout
+
+            assert self.plan.metrics is not None
+            self.metrics_block = Block(Layout(self.plan.metrics.buckets))
+        return self.metrics_block
+
+    async def _start_metrics(self) -> None:
+        """Sample the gauges; serve the metrics listener unless a supervisor does."""
+        observers, metrics = self.observers, self.plan.metrics
+        if observers is None or observers.metrics is None:
+            return
+        recorder = observers.metrics
+        state = self.state
+        self._background.append(
+            asyncio.ensure_future(recorder.sample(lambda: list(state.connections)))
+        )
+        if not self.serve_metrics or metrics is None:
+            return
+        from palfrey.metrics.endpoint import serve_metrics
+        from palfrey.metrics.exposition import Scrape
+
+        block = recorder.block
+        sock = realize.bind(metrics.listener)
+        info = plan_info(self.plan)
+        self._metrics_server = await serve_metrics(
+            sock,
+            lambda: Scrape(block.layout, [block], info=info, stream_protocols=_streams(self.plan)),
+            where=realize.describe(sock).partition("://")[2] or str(metrics.listener),
         )
 
     def _budget_spent(self) -> None:
@@ -217,7 +286,18 @@ class Server:
         closer = getattr(self.app, "shutdown", None)
         if callable(closer):  # the WSGI adapter's thread pool
             closer()
+        self._stop_observing()
         logger.info("Finished server process [%d]", os.getpid())
+
+    def _stop_observing(self) -> None:
+        for task in self._background:
+            task.cancel()
+        self._background = []
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
+        if self.observers is not None:
+            self.observers.flush()
 
     async def _drain_delay(self) -> None:
         """Mark this server not ready and, on a real shutdown, keep accepting and serving
@@ -302,34 +382,36 @@ def _abort_connection(conn: Any) -> None:
         abort()
 
 
-def _access_logger(enabled: bool) -> Callable[[Scope, int, int, float], None] | None:
-    if not enabled:
-        return None
-    access = AccessLogger()
-    if not access.enabled:
-        return None
-
-    def log(scope: Scope, status: int, size: int, duration: float) -> None:
-        access.log(
-            scope["client"],
-            scope.get("method", "GET"),  # a WebSocket scope has none: its handshake's
-            scope["path"],
-            scope["query_string"],
-            scope["http_version"],
-            status,
-            size=size,
-            duration=duration,
-        )
-
-    return log
-
-
-def _proxy_hook(trusted: tuple[str, ...] | None) -> Callable[[Scope], None] | None:
-    if trusted is None:
+def _scope_hook(plan: Plan, *, record_peer: bool) -> Callable[[Any], None] | None:
+    """Proxy headers and request ids, applied to every new scope (None: neither)."""
+    conn = plan.connections
+    trusted, request_id = conn.forwarded_allow_ips, conn.request_id
+    if trusted is None and request_id is None:
         return None
     from palfrey.asgi.proxy_headers import TrustedProxies
+    from palfrey.asgi.request_id import scope_hook
 
-    return TrustedProxies(trusted).apply
+    return scope_hook(
+        TrustedProxies(trusted) if trusted is not None else None,
+        request_id,
+        TrustedProxies(request_id.trusted) if request_id is not None else None,
+        record_peer=record_peer,
+    )
+
+
+def plan_info(plan: Plan) -> dict[str, str]:
+    """The labels of palfrey_config_info for `plan`."""
+    from palfrey._version import __version__
+
+    return {
+        "manifest": str(plan.manifest) if plan.manifest is not None else "",
+        "hash": plan.config_hash,
+        "version": __version__,
+    }
+
+
+def _streams(plan: Plan) -> tuple[str, ...]:
+    return ("HTTP/2",) if plan.connections.http2 is not None else ()
 
 
 # -- event loops -------------------------------------------------------------------

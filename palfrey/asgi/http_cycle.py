@@ -13,6 +13,7 @@ import contextvars
 import logging
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ class ClientDisconnected(OSError):
 
 _EAGER = sys.version_info >= (3, 12)
 """Python 3.12+ can start a Task eagerly (asyncio eager task start)."""
+
+_monotonic = time.monotonic
 
 
 class HTTPChannel(Protocol):
@@ -71,6 +74,12 @@ class HTTPChannel(Protocol):
 class HTTPCycle:
     """One request: the app's receive/send and the state between them."""
 
+    # Set when they happen, not in __init__ (read with getattr by the access log): the
+    # app's `http.response.start` message, and the bytes of the encoded response head
+    # where the protocol records them (HTTP/1.1).
+    response_start: Message
+    head_bytes: int
+
     __slots__ = (
         "_body",
         "_buffered",
@@ -84,7 +93,9 @@ class HTTPCycle:
         "ctx",
         "disconnected",
         "expect_continue",
+        "head_bytes",
         "more_body",
+        "response_start",
         "scope",
         "start_time",
         "started",
@@ -117,6 +128,8 @@ class HTTPCycle:
         self.disconnected = False
         self.status = 0
         self.bytes_sent = 0
+        #: time.monotonic() when the app started (set only when observed: access log or
+        #: metrics; not loop.time(), which uvloop caches per iteration at 1 ms resolution).
         self.start_time = 0.0
         self.task: asyncio.Task[None] | None = None
         #: `http.response.start` announced trailers: the last body does not end it.
@@ -166,8 +179,8 @@ class HTTPCycle:
     def start(self, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
         """Run the app for this request in its own Task (every protocol starts it here)."""
         ctx = self.ctx
-        if ctx.access_log is not None:
-            self.start_time = loop.time()
+        if ctx.observe is not None:
+            self.start_time = _monotonic()
         context = contextvars.Context() if ctx.reset_contextvars else None
         coro = self.run(app)
         if _EAGER:
@@ -291,7 +304,7 @@ class HTTPCycle:
             self.started = True
             self.status = message["status"]
             self.trailers = bool(message.get("trailers", False))
-            self._pending = message
+            self._pending = self.response_start = message
             # The head waits for the first body chunk so a small response is one write
             # (ASGI lets a server hold `http.response.start` until then); if the app
             # pauses before sending one, the head goes out on the next loop turn, in one

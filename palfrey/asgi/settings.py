@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_LIVENESS", "DEFAULT_READINESS", "AppSpec", "HealthPaths", "LifespanSettings"]
+__all__ = [
+    "DEFAULT_LIVENESS",
+    "DEFAULT_READINESS",
+    "AppSpec",
+    "HealthPaths",
+    "LifespanSettings",
+    "RequestIdSettings",
+]
 
 
 @dataclass(frozen=True)
@@ -47,3 +54,15 @@ class HealthPaths:
     def for_listener(self) -> tuple[str, str]:
         """The paths a separate health listener answers (defaults when unset)."""
         return self.liveness or DEFAULT_LIVENESS, self.readiness or DEFAULT_READINESS
+
+
+@dataclass(frozen=True)
+class RequestIdSettings:
+    """The `request_id` section when enabled (filled by the plan)."""
+
+    #: Lower-case request header a trusted peer's id is read from (None: always new).
+    header: bytes | None
+    #: Lower-case response header the id is echoed in (None: not echoed).
+    response_header: bytes | None
+    #: Peers whose id header is believed (proxy.forwarded_allow_ips).
+    trusted: tuple[str, ...]

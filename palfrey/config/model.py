@@ -11,6 +11,8 @@ flat env name (`PALFREY_<PARAM>`) and default, unless its docstring says why not
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import re
 import typing
 from functools import cache
 from pathlib import Path
@@ -28,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from palfrey.config.types import VALUE_STYLE, FileMode, Header, Seconds, Size, Uvicorn
+from palfrey.config.types import VALUE_STYLE, FileMode, Flag, Header, Seconds, Size, Uvicorn
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -538,10 +540,115 @@ class LoggingSection(Section):
     dict_config is set."""
 
     access_log: Annotated[bool, Uvicorn("access_log")] = True
-    """Write one access-log line per request."""
+    """Write one access-log line per request (and two per WebSocket session: the
+    handshake and the close)."""
+
+    access_format: Annotated[str | None, Flag("--access-log-format")] = None
+    """The access line as a format of named fields, gunicorn style: '%(h)s %(l)s %(u)s
+    %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"', '%(client_addr)s %(request_line)s
+    %(status)s %(duration_ms)s', headers as %({User-Agent}i)s and %({Content-Type}o)s,
+    environment variables as %({HOSTNAME}e)s. Unset: uvicorn's line. With format = "json",
+    the fields it names become the keys of each JSON line. docs/how-to/observability.md
+    lists every field."""
+
+    access_atoms: Annotated[Literal["gunicorn", "hypercorn"], Flag("--access-log-atoms")] = (
+        "gunicorn"
+    )
+    """Whose meaning the one-letter atoms of access_format take where gunicorn and
+    hypercorn differ: h (host, or host:port), r and H (HTTP/1.1, or 1.1), b and B (body
+    bytes, or the Content-Length header)."""
+
+    access_destination: Annotated[str, Flag("--access-log-destination")] = "stdout"
+    """Where access lines go: "stdout", "stderr" or a file path (appended to; reopened on
+    SIGUSR1, so logrotate can move it)."""
 
     use_colors: Annotated[bool | None, Uvicorn("use_colors")] = None
     """Colour log output; unset colours only when writing to a terminal."""
+
+    @field_validator("access_format")
+    @classmethod
+    def _check_access_format(cls, value: str | None) -> str | None:
+        if value is not None:
+            from palfrey.accesslog.compile import fields_of
+
+            fields_of(value)  # both atom dialects know the same names
+        return value
+
+    @field_validator("access_destination")
+    @classmethod
+    def _check_destination(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError('expected "stdout", "stderr" or a file path')
+        return value
+
+
+def _check_header_name(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", value):
+        raise ValueError(f"{value!r} is not a header name (RFC 9110 §5.1)")
+    return value.lower() if value is not None else None
+
+
+class RequestIdSection(Section):
+    """A request id for every request: in the scope (scope["state"]["request_id"]), the
+    access log, and optionally a response header. Off by default."""
+
+    enabled: bool = False
+    """Give every HTTP request and WebSocket handshake a request id: the value of `header`
+    when a trusted proxy (proxy.forwarded_allow_ips) sent one, else a new random one
+    (32 hex digits)."""
+
+    header: Annotated[str | None, AfterValidator(_check_header_name)] = "x-request-id"
+    """The request header a trusted proxy puts the id in; "none": always make a new id.
+    An id from an untrusted peer, or one longer than 128 characters or with characters
+    other than visible ASCII, is replaced by a new one."""
+
+    response_header: Annotated[str | None, AfterValidator(_check_header_name)] = None
+    """Also send the id back in this response header (e.g. "x-request-id")."""
+
+
+def _check_listener(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f'{value!r} is not "host:port" or "[::1]:port"')
+    return value
+
+
+def _check_buckets(value: tuple[float, ...]) -> tuple[float, ...]:
+    if not value:
+        raise ValueError("give at least one bucket")
+    if any(b <= 0 for b in value) or any(a >= b for a, b in itertools.pairwise(value)):
+        raise ValueError("buckets are durations above 0, in increasing order")
+    if len(value) > 40:
+        raise ValueError("at most 40 buckets (each is a time series per protocol)")
+    return value
+
+
+class MetricsSection(Section):
+    """Prometheus metrics on a listener of their own, one endpoint for all workers. Off by
+    default; needs the prometheus_client package (pip install 'palfrey[metrics]')."""
+
+    enabled: Annotated[bool, Flag("--metrics")] = False
+    """Serve Prometheus metrics at http://<listener>/metrics."""
+
+    listener: Annotated[str, AfterValidator(_check_listener)] = "127.0.0.1:9090"
+    """The metrics listener, "host:port" (port 0: any free port, logged). Keep it off
+    the app's listeners: Prometheus reaches it, clients do not."""
+
+    buckets: Annotated[tuple[Seconds, ...], AfterValidator(_check_buckets)] = (
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+        10.0,
+    )
+    """Upper bounds (seconds) of the request duration histogram's buckets; "250ms" and
+    "2s" work too."""
 
 
 class Config(Section):
@@ -578,6 +685,8 @@ class Config(Section):
     reload: ReloadSection = ReloadSection()
     logging: LoggingSection = LoggingSection()
     health: HealthSection = HealthSection()
+    request_id: RequestIdSection = RequestIdSection()
+    metrics: MetricsSection = MetricsSection()
 
     @model_validator(mode="after")
     def _no_contradictions(self, info: ValidationInfo) -> Config:
@@ -624,12 +733,39 @@ def contradictions(config: Config) -> list[tuple[tuple[str, ...], str]]:
             ("tls.cert_reqs", "tls.ca_certs"),
             "verifying client certificates needs tls.ca_certs (the CA bundle to trust)",
         )
-    if config.logging.config is not None and config.logging.dict_config is not None:
+    logs = config.logging
+    if logs.config is not None and logs.dict_config is not None:
         add(
             ("logging.config", "logging.dict_config"),
             "give one logging configuration: logging.config (a file) or logging.dict_config",
         )
+    _access_contradictions(config, add)
     return found
+
+
+def _access_contradictions(config: Config, add: Any) -> None:
+    logs = config.logging
+    own = "logging.config" if logs.config is not None else "logging.dict_config"
+    if logs.config is not None or logs.dict_config is not None:
+        for key in ("access_format", "access_destination", "access_atoms"):
+            if key in logs.model_fields_set:
+                add(
+                    (f"logging.{key}", own),
+                    f"with {own} the access line is your configuration's: set the "
+                    "'access' formatter to palfrey.logging.AccessFormatter with "
+                    "access_format (and access_atoms), and its handler to "
+                    "palfrey.logging.AccessHandler with destination, instead of "
+                    f"logging.{key}",
+                )
+    if (
+        logs.access_format is not None
+        and not config.request_id.enabled
+        and re.search(r"%\(request_id\)", logs.access_format)
+    ):
+        add(
+            ("logging.access_format", "request_id.enabled"),
+            "the access format shows %(request_id)s: set request_id.enabled = true",
+        )
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -17,7 +17,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from palfrey.config.model import SECTIONS, Config
-from palfrey.config.types import Uvicorn, ValueStyle
+from palfrey.config.types import Flag, Uvicorn, ValueStyle
 
 ENV_PREFIX = "PALFREY_"
 Kind = Literal["bool", "list", "dict", "scalar"]
@@ -35,6 +35,7 @@ class Option:
     choices: tuple[str, ...]
     value_style: bool
     secret: bool
+    flag: str | None = None
 
     @property
     def key(self) -> str:
@@ -72,7 +73,9 @@ class Option:
     def cli_flag(self) -> str | None:
         if self.path == ("app",):
             return None  # the positional APP argument
-        return self.uvicorn.cli_flag if self.uvicorn else self.derived_flag
+        if self.uvicorn:
+            return self.uvicorn.cli_flag
+        return self.flag or self.derived_flag
 
     @property
     def default(self) -> Any:
@@ -129,6 +132,7 @@ def _option(path: tuple[str, ...], field: FieldInfo) -> Option:
     kind, optional, choices = _describe(field)
     uvicorn = next((m for m in field.metadata if isinstance(m, Uvicorn)), None)
     value_style = any(isinstance(m, ValueStyle) for m in field.metadata)
+    flag = next((m.name for m in field.metadata if isinstance(m, Flag)), None)
     inner, _ = _unwrap(_strip_annotated(field.annotation))
     return Option(
         path=path,
@@ -139,6 +143,7 @@ def _option(path: tuple[str, ...], field: FieldInfo) -> Option:
         choices=choices,
         value_style=value_style,
         secret=_strip_annotated(inner) is SecretStr,
+        flag=flag,
     )
 
 

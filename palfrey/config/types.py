@@ -141,6 +141,15 @@ class Uvicorn:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """The command-line flag of an option uvicorn does not have, when the one derived from
+    its path would be clumsy (`--metrics` for `metrics.enabled`). The derived spelling
+    keeps working, hidden from --help."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class ValueStyle:
     """A boolean flag that takes a value (`--ws-per-message-deflate false`), as uvicorn's does."""
 

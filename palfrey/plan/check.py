@@ -22,6 +22,7 @@ from palfrey.plan.registry import (
     HTTP2,
     HTTP3,
     LOOPS,
+    METRICS,
     WEBSOCKETS,
     Backend,
     installed,
@@ -86,6 +87,11 @@ def _directories(config: Config) -> list[Problem]:
             problems.append(Problem(f"'reload.dirs': directory does not exist: {directory}"))
     if config.app_dir and not Path(config.app_dir).is_dir():
         problems.append(Problem(f"'app_dir': directory does not exist: {config.app_dir}"))
+    destination = config.logging.access_destination
+    if destination not in ("stdout", "stderr") and not Path(destination).parent.is_dir():
+        problems.append(
+            Problem(f"'logging.access_destination': directory does not exist: {destination}")
+        )
     return problems
 
 
@@ -173,4 +179,6 @@ def missing_backends(config: Config) -> list[Problem]:
         problems.append(_hint(HTTP2, "HTTP/2", "http2.enabled"))
     if config.http3.enabled and not installed(HTTP3.module):
         problems.append(_hint(HTTP3, "HTTP/3", "http3.enabled"))
+    if config.metrics.enabled and not installed(METRICS.module):
+        problems.append(_hint(METRICS, "Prometheus metrics", "metrics.enabled"))
     return problems

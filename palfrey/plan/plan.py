@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from palfrey.asgi.settings import AppSpec, HealthPaths, LifespanSettings
+from palfrey.asgi.settings import AppSpec, HealthPaths, LifespanSettings, RequestIdSettings
 from palfrey.logging import LoggingSettings, default_logging_config
 from palfrey.plan import registry
 from palfrey.plan.listeners import ListenerSpec, listener_specs, parse_bind
@@ -37,6 +37,7 @@ __all__ = [
     "REQUEST_BODY_BUFFER",
     "ConnectionPlan",
     "ListenerPlan",
+    "MetricsPlan",
     "Plan",
     "PlanError",
     "ProcessPlan",
@@ -116,6 +117,8 @@ class ConnectionPlan:
     #: Peers whose forwarding headers are trusted; None: proxy headers are ignored.
     forwarded_allow_ips: tuple[str, ...] | None
     access_log: bool
+    #: Request ids (None: off).
+    request_id: RequestIdSettings | None
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,15 @@ class ProcessPlan:
 
 
 @dataclass(frozen=True)
+class MetricsPlan:
+    """The `metrics` section when enabled."""
+
+    listener: ListenerSpec
+    #: Upper bounds of the request duration histogram, in seconds.
+    buckets: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything needed to serve one validated Config. Frozen and picklable."""
 
@@ -179,8 +191,12 @@ class Plan:
     process: ProcessPlan
     #: A dotenv file whose variables the app sees (ones already set win, as uvicorn).
     env_file: Path | None
+    #: Prometheus metrics (None: off).
+    metrics: MetricsPlan | None = None
     #: The manifest this plan was read from (shown by --check-config and in logs).
     manifest: Path | None = field(default=None, compare=False)
+    #: A hash of the effective configuration (palfrey_config_info, --check-config).
+    config_hash: str = field(default="", compare=False)
 
     def protocols(self) -> tuple[str, ...]:
         """The HTTP versions served, for people: ("HTTP/1.1", "HTTP/2")."""
@@ -219,6 +235,10 @@ class Plan:
             lines.append("processes: one")
         if process.health_listener is not None:
             lines.append(f"health listener: {process.health_listener}")
+        if self.metrics is not None:
+            lines.append(f"metrics: http://{self.metrics.listener}/metrics")
+        if self.config_hash:
+            lines.append(f"config hash: {self.config_hash}")
         return lines
 
 
@@ -248,7 +268,37 @@ def plan(
         logging=_logging(config),
         process=_process(config, manifest),
         env_file=config.env_file,
+        metrics=_metrics(config),
         manifest=manifest,
+        config_hash=config_hash(config),
+    )
+
+
+def config_hash(config: Config) -> str:
+    """16 hex digits of the SHA-256 of the effective configuration as JSON (secrets
+    redacted, as --print-config shows them): what palfrey_config_info reports."""
+    import hashlib
+
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _metrics(config: Config) -> MetricsPlan | None:
+    section = config.metrics
+    if not section.enabled:
+        return None
+    return MetricsPlan(listener=parse_bind(section.listener), buckets=tuple(section.buckets))
+
+
+def _request_id(config: Config) -> RequestIdSettings | None:
+    section = config.request_id
+    if not section.enabled:
+        return None
+    return RequestIdSettings(
+        header=None if section.header is None else section.header.encode("latin-1"),
+        response_header=(
+            None if section.response_header is None else section.response_header.encode("latin-1")
+        ),
+        trusted=config.proxy.forwarded_allow_ips,
     )
 
 
@@ -345,6 +395,7 @@ def _connections(config: Config, http2: HTTP2Settings | None) -> ConnectionPlan:
         concurrency=config.limits.concurrency,
         forwarded_allow_ips=proxy.forwarded_allow_ips if proxy.headers else None,
         access_log=config.logging.access_log,
+        request_id=_request_id(config),
     )
 
 
@@ -381,7 +432,13 @@ def _logging(config: Config) -> LoggingSettings:
     custom = section.config is not None or section.dict_config is not None
     dict_config: dict[str, Any] | None = section.dict_config
     if not custom:
-        dict_config = default_logging_config(section.use_colors, section.format)
+        dict_config = default_logging_config(
+            section.use_colors,
+            section.format,
+            access_format=section.access_format,
+            access_atoms=section.access_atoms,
+            access_destination=section.access_destination,
+        )
     return LoggingSettings(
         dict_config=dict_config,
         file=None if section.config is None else str(section.config),

@@ -25,6 +25,7 @@ WEBSOCKETS = {
 }
 HTTP2 = Backend("h2", "http2")
 HTTP3 = Backend("aioquic", "http3")
+METRICS = Backend("prometheus_client", "metrics")
 
 
 def installed(module: str) -> bool:

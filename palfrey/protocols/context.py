@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, unquote_to_bytes
 
 from palfrey.asgi.types import ASGIApp, Scope
@@ -21,8 +21,22 @@ if TYPE_CHECKING:
     from palfrey.protocols.settings import WebSocketSettings
 
 
-AccessLog = Callable[[Scope, int, int, float], None]
-"""Called once per response: (scope, status, body bytes sent, seconds taken)."""
+Observe = Callable[["HTTPCycle"], None]
+"""Called once per completed HTTP response with its cycle (the access log and metrics:
+palfrey.observe)."""
+
+
+class Observer(Protocol):
+    """What the access log and metrics are told besides completed HTTP requests."""
+
+    def websocket(self, exchange: Any, kind: str) -> None:
+        """A WebSocket handshake was answered ("handshake") or a session ended ("close");
+        `exchange` is a palfrey.protocols.websocket_endpoint.WebSocketExchange."""
+
+    def refused(self, status: int) -> None:
+        """The server answered a request itself with `status` (a limit, a timeout or a
+        malformed request)."""
+
 
 ScopeHook = Callable[[Scope], None]
 """Rewrites a request scope in place (trusted proxy headers)."""
@@ -86,7 +100,11 @@ class ConnectionContext:
     #: Lifespan state; each request scope gets a shallow copy (ASGI lifespan §state).
     app_state: dict[str, Any] = field(default_factory=dict)
     concurrency: int | None = None
-    access_log: AccessLog | None = None
+    #: Completed HTTP requests (None: no access log and no metrics, one check per request).
+    observe: Observe | None = None
+    #: WebSocket sessions and refused requests (set together with `observe`).
+    observer: Observer | None = None
+    #: Rewrites each new scope: proxy headers, request ids (palfrey.asgi.request_id).
     proxy: ScopeHook | None = None
     reset_contextvars: bool = False
     #: Extra scope["extensions"] entries advertised for every request.

@@ -293,6 +293,8 @@ class HTTP11Connection(asyncio.Protocol):
             len(ctx.state.connections) > limit or len(ctx.state.cycles) >= limit
         ):
             app = _service_unavailable
+            if ctx.observer is not None:
+                ctx.observer.refused(503)
         cycle.start(app, self.loop)
 
     # -- HTTPChannel: what the cycle calls ---------------------------------------------
@@ -338,6 +340,7 @@ class HTTP11Connection(asyncio.Protocol):
             body_length,
         )
         current.head_sent = True
+        current.head_bytes = len(head)
         current.chunked = chunked
         current.keep_alive = keep_alive
         current.body_allowed = allowed
@@ -467,10 +470,8 @@ class HTTP11Connection(asyncio.Protocol):
         state.total_requests += 1  # ServerState.count_request, inlined
         if state.request_budget is not None:
             state.check_budget()
-        if ctx.access_log is not None:
-            ctx.access_log(
-                cycle.scope, cycle.status, cycle.bytes_sent, self.loop.time() - cycle.start_time
-            )
+        if ctx.observe is not None:
+            ctx.observe(cycle)  # the access log and metrics (palfrey.observe)
         self.cycle = None
         if not cycle.keep_alive or state.shutting_down:
             # The response said `Connection: close` (RFC 9112 §9.6).
@@ -533,6 +534,8 @@ class HTTP11Connection(asyncio.Protocol):
             self._pending_error = exc
 
     def _send_error(self, exc: ProtocolError) -> None:
+        if self.ctx.observer is not None:
+            self.ctx.observer.refused(exc.status)
         if not self._closed:
             self.transport.write(error_response(exc.status, exc.reason, self.ctx.defaults))
         # Unread request bytes (a refused body) must not turn into an RST that destroys

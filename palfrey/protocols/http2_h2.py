@@ -693,8 +693,12 @@ class H2Connection(asyncio.Protocol):
             app = _plain(405, b"CONNECT is not supported")  # RFC 9110 §9.3.6
         elif limit is not None and length is not None and length > limit:
             app = _plain(413, b"Request body too large")
+            if ctx.observer is not None:
+                ctx.observer.refused(413)
         elif ctx.concurrency is not None and len(ctx.state.cycles) >= ctx.concurrency:
             app = _service_unavailable
+            if ctx.observer is not None:
+                ctx.observer.refused(503)
         cycle = HTTPCycle(scope, stream, ctx, more_body=not ended)
         stream.cycle = cycle
         self._run(cycle, app)
@@ -735,6 +739,8 @@ class H2Connection(asyncio.Protocol):
             cycle.body_done()
 
     def _too_large(self, stream: H2Stream, cycle: HTTPCycle) -> None:
+        if self.ctx.observer is not None:
+            self.ctx.observer.refused(413)
         if not cycle.started:
             cycle.started = True
             cycle.status = 413
@@ -831,9 +837,8 @@ class H2Connection(asyncio.Protocol):
         ctx = self.ctx
         ctx.state.count_request()
         cycle = stream.cycle
-        if ctx.access_log is not None and cycle is not None:
-            elapsed = self.loop.time() - cycle.start_time
-            ctx.access_log(cycle.scope, cycle.status, cycle.bytes_sent, elapsed)
+        if ctx.observe is not None and cycle is not None:
+            ctx.observe(cycle)  # the access log and metrics (palfrey.observe)
 
     def stream_ended(self, stream: H2Stream) -> None:
         """END_STREAM has been sent."""

@@ -17,6 +17,7 @@ import contextvars
 import logging
 import os
 import struct
+import time
 from typing import TYPE_CHECKING, Any
 
 from palfrey.asgi.http_cycle import ClientDisconnected
@@ -33,7 +34,7 @@ from palfrey.protocols.websocket_core import (
 
 if TYPE_CHECKING:
     from palfrey.asgi.types import Scope
-    from palfrey.protocols.context import ConnectionContext
+    from palfrey.protocols.context import ConnectionContext, Observer
     from palfrey.protocols.settings import WebSocketSettings
 
 logger = logging.getLogger("palfrey.error")
@@ -48,6 +49,58 @@ _TEXT_FIN, _BINARY_FIN = 0x81, 0x82
 _SHORT_HEADERS = tuple((bytes((_TEXT_FIN, n)), bytes((_BINARY_FIN, n))) for n in range(126))
 _pack_medium = struct.Struct("!BBH").pack
 _pack_long = struct.Struct("!BBQ").pack
+
+
+class WebSocketExchange:
+    """One WebSocket session as the access log and metrics see it (only when observed):
+    the handshake's scope and answer, then messages and payload bytes each way, and the
+    close code."""
+
+    __slots__ = (
+        "body_received",
+        "bytes_in",
+        "bytes_out",
+        "bytes_sent",
+        "close_code",
+        "closed",
+        "messages_in",
+        "messages_out",
+        "observer",
+        "response_start",
+        "scope",
+        "start_time",
+        "status",
+    )
+
+    def __init__(self, scope: Scope, observer: Observer) -> None:
+        self.scope = scope
+        self.observer = observer
+        self.start_time = time.monotonic()
+        self.status = 0
+        self.bytes_sent = 0  # a refused handshake's response body
+        self.body_received = 0
+        self.response_start: dict[str, Any] | None = None
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
+        self.close_code = 1006
+        self.closed = False
+
+    def answered(self, status: int, headers: list[tuple[bytes, bytes]], size: int) -> None:
+        self.status = status
+        self.bytes_sent = size
+        self.response_start = {"headers": headers}
+        self.observer.websocket(self, "handshake")
+
+    def ended(self, code: int) -> None:
+        if not self.closed and self.status == 101:
+            self.closed = True
+            self.close_code = code
+            self.observer.websocket(self, "close")
+
+
+def _payload_size(data: str | bytes) -> int:
+    if type(data) is str:
+        return len(data) if data.isascii() else len(data.encode("utf-8"))
+    return len(data)
 
 
 class WebSocketEndpoint:
@@ -73,7 +126,8 @@ class WebSocketEndpoint:
         self._active = False
         self._app_done = False
         self._stream_lost = False
-        self._start_time = 0.0
+        #: The session as the access log and metrics see it (None: not observed).
+        self.exchange: WebSocketExchange | None = None
         # No extension negotiated: data frames are framed here, without the engine.
         self._plain = False
 
@@ -116,8 +170,8 @@ class WebSocketEndpoint:
         ctx = self.ctx
         self.extension_offers = extension_offers
         session = self.session = WebSocketSession(scope, self, max_queue=self.settings.max_queue)
-        if ctx.access_log is not None:
-            self._start_time = self.loop.time()
+        if ctx.observer is not None:
+            self.exchange = WebSocketExchange(scope, ctx.observer)
         timeout = self.settings.handshake_timeout
         if timeout is not None:
             self._deadline = self.loop.call_later(timeout, self._handshake_expired)
@@ -146,6 +200,7 @@ class WebSocketEndpoint:
         self.phase = CLOSED
         self._cancel_timers()
         self.session.on_disconnect(ABNORMAL)
+        self._ended()
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -170,7 +225,9 @@ class WebSocketEndpoint:
         self._write_accept(subprotocol, headers, deflate.response() if deflate else None)
         self.phase = OPEN
         self._cancel_deadline()
-        self._log(101, 0)
+        if self.exchange is not None:
+            self._observe_messages(self.exchange)
+            self.exchange.answered(101, headers, 0)
         self._start_keepalive()
         if self._pending:
             pending, self._pending = b"".join(self._pending), []
@@ -227,7 +284,8 @@ class WebSocketEndpoint:
         self.phase = CLOSED
         self._cancel_deadline()
         self._write_response(status, headers, body)
-        self._log(status, len(body))
+        if self.exchange is not None:
+            self.exchange.answered(status, headers, len(body))
         self._end()
 
     async def drain(self) -> None:
@@ -268,12 +326,14 @@ class WebSocketEndpoint:
         self.phase = CLOSED
         self._cancel_timers()
         self.session.on_disconnect(code, reason)
+        self._ended()
         self._end()
 
     def failed(self, code: int, reason: str) -> None:
         self.phase = CLOSED
         self._cancel_timers()
         self.session.on_disconnect(code, reason)
+        self._ended()
         self._end()
 
     # -- server side -----------------------------------------------------------------
@@ -317,6 +377,7 @@ class WebSocketEndpoint:
         self.close(code, reason)
         self.phase = CLOSED
         self.session.on_disconnect(code, reason)
+        self._ended()
         self._end()
 
     def _start_keepalive(self) -> None:
@@ -365,12 +426,35 @@ class WebSocketEndpoint:
             self._timer.cancel()
             self._timer = None
 
-    # -- access log --------------------------------------------------------------------
+    # -- access log and metrics ---------------------------------------------------------
 
-    def _log(self, status: int, size: int) -> None:
-        access_log = self.ctx.access_log
-        if access_log is not None:
-            access_log(self.session.scope, status, size, self.loop.time() - self._start_time)
+    def _ended(self) -> None:
+        if self.exchange is not None:
+            self.exchange.ended(self.session.close_code)
+
+    def _observe_messages(self, exchange: WebSocketExchange) -> None:
+        """Count messages and payload bytes each way (only when observed: the methods are
+        replaced on this instance, so an unobserved session runs the plain ones)."""
+        receive, send_text, send_bytes = self.message, self.send_text, self.send_bytes
+
+        def message(data: str | bytes) -> None:
+            exchange.messages_in += 1
+            exchange.bytes_in += _payload_size(data)
+            receive(data)
+
+        def counted_text(data: str) -> None:
+            exchange.messages_out += 1
+            exchange.bytes_out += _payload_size(data)
+            send_text(data)
+
+        def counted_bytes(data: bytes) -> None:
+            exchange.messages_out += 1
+            exchange.bytes_out += len(data)
+            send_bytes(data)
+
+        self.message = message  # type: ignore[method-assign]
+        self.send_text = counted_text  # type: ignore[method-assign]
+        self.send_bytes = counted_bytes  # type: ignore[method-assign]
 
 
 def scope_extensions(http_extensions: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING
 
 from palfrey.protocols.http11_response import CRLF, encode_head, status_line
 from palfrey.protocols.websocket_core import HandshakeError, check_handshake
-from palfrey.protocols.websocket_endpoint import WebSocketEndpoint, scope_extensions
+from palfrey.protocols.websocket_endpoint import (
+    WebSocketEndpoint,
+    WebSocketExchange,
+    scope_extensions,
+)
 
 if TYPE_CHECKING:
     from palfrey.protocols.context import ConnectionContext
@@ -185,9 +189,9 @@ def _refuse(conn: HTTP11Connection, scope: dict[str, object] | object, exc: Hand
     )
     conn.transport.write(data)
     conn.transport.close()
-    access_log = conn.ctx.access_log
-    if access_log is not None:
-        access_log(scope, exc.status, len(body), 0.0)  # type: ignore[arg-type]
+    observer = conn.ctx.observer
+    if observer is not None:
+        WebSocketExchange(scope, observer).answered(exc.status, exc.headers, len(body))  # type: ignore[arg-type]
 
 
 def _warn_no_backend() -> None:

@@ -118,3 +118,12 @@ def _escape_dn(value: str) -> str:
     if text.endswith(" ") and not text.endswith("\\ "):
         text = text[:-1] + "\\ "
     return text
+
+
+def cipher_name(code: int) -> str | None:
+    """The OpenSSL name of an IANA cipher-suite code seen in a `tls` extension (for the
+    access log)."""
+    for name, value in _CIPHER_IDS.items():
+        if value == code:
+            return name
+    return None

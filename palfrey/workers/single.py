@@ -54,6 +54,8 @@ class SingleProcess:
         # configuration itself.
         self.launched = launched
         self.next_plan: Plan | None = None
+        if plan.metrics is not None:
+            self.server.metrics_block = _metrics_block(plan)
 
     def run(self) -> int:
         """Serve until stopped; returns the exit code (or never returns: re-exec).
@@ -71,6 +73,10 @@ class SingleProcess:
             raise
         if self.next_plan is not None:
             launch = Launch(self.next_plan, self.reresolve)
+            block = self.server.metrics_block
+            if block is not None:
+                # The next image keeps counting where this one stopped.
+                os.environ.update(block.handoff_env())
             reexec(launch if self.launched else None, listeners)
         listeners.close_except()
         return EXIT_OK
@@ -83,6 +89,9 @@ class SingleProcess:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.handle_exit, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        from palfrey.logging import reopen_log_files
+
+        loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
         health = await self._start_health()
         manifest_watch = None
         manifest = self.plan.process.watch_manifest
@@ -108,7 +117,7 @@ class SingleProcess:
                 task.cancel()
             if health is not None:
                 health.close()
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
             if self.next_plan is None:
                 sd_notify.stopping()
@@ -127,19 +136,30 @@ class SingleProcess:
             logger.error("Reload failed, keeping the current configuration.")
             for line in str(exc).splitlines():
                 logger.error("%s", line)
+            self._count_reload("failure")
             return False
         except Exception as exc:
             logger.error("Reload failed, keeping the current configuration: %s", exc)
+            self._count_reload("failure")
             return False
         if new == self.plan and not force:
             logger.info("Configuration unchanged")
+            self._count_reload("unchanged")
             return True
+        self._count_reload("success")
         logger.info("Restarting in place with the new configuration (re-exec)")
         sd_notify.reloading()
         self.next_plan = new
         self.server.drain_delay_on_stop = False
         self.server.shutdown()
         return True
+
+    def _count_reload(self, outcome: str) -> None:
+        block = self.server.metrics_block
+        if block is not None:
+            from palfrey.metrics.recorder import count_reload
+
+            count_reload(block, outcome)
 
     async def _watch_manifest(self, watch: Any) -> None:
         from palfrey.workers.watch import POLL_INTERVAL
@@ -164,3 +184,17 @@ class SingleProcess:
             live=lambda: True,
             ready=lambda: server.ready() and not server.should_exit,
         )
+
+
+def _metrics_block(plan: Plan) -> Any:
+    """The block handed over by the image before this re-exec, or a new one."""
+    from palfrey.metrics.block import HANDOFF_ENV, Block, adopt_handoff
+    from palfrey.metrics.layout import Layout
+
+    assert plan.metrics is not None
+    layout = Layout(plan.metrics.buckets)
+    handed = os.environ.get(HANDOFF_ENV)
+    block = adopt_handoff(os.environ, layout)
+    if block is None and handed:
+        logger.warning("metrics.buckets changed: the metrics start again from zero")
+    return block if block is not None else Block(layout)

@@ -13,6 +13,11 @@ exit status 1 on a crash loop. Signals:
 - SIGHUP: re-read every configuration layer; a valid Config is rolled out one worker at
   a time, each new worker ready before an old one stops; an invalid one is logged.
 - SIGTTIN / SIGTTOU: one worker more / fewer.
+- SIGUSR1: reopen log files (logrotate), here and in every worker.
+
+With `metrics.enabled` the supervisor serves the one metrics listener: each worker counts
+into a shared-memory block the supervisor made for it, and the supervisor folds a
+worker's block into its own totals when the worker exits (palfrey.metrics).
 
 Because the parent holds every listening socket for the whole run, a worker that stops
 never closes the kernel's accept queue: connections wait there for the other workers.
@@ -30,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from palfrey.exitcodes import EXIT_CRASH_LOOP
 from palfrey.plan.listeners import ListenerError
@@ -41,6 +46,10 @@ from palfrey.workers import sd_notify
 from palfrey.workers.messages import Drain, Ping, Pong, Ready, Recycle, Stop
 from palfrey.workers.sockets import ListenerSet, reusable
 from palfrey.workers.worker import WorkerArgs, worker_main
+
+if TYPE_CHECKING:
+    from palfrey.metrics.block import Block
+    from palfrey.metrics.exposition import Scrape
 
 __all__ = ["EXIT_CRASH_LOOP", "Supervisor", "restart_needed"]
 
@@ -67,6 +76,10 @@ class WorkerHandle:
     expected_exit: bool = False
     ping_sent: float | None = None
     last_pong: float = 0.0
+    #: Why the supervisor killed it, when it did ("hung"): the restart reason.
+    killed_for: str | None = None
+    #: The metrics block it counts into (None: metrics off).
+    block: Block | None = None
     ready: asyncio.Future[bool] = field(default_factory=lambda: _future())
     exited: asyncio.Future[int] = field(default_factory=lambda: _future())
 
@@ -97,6 +110,8 @@ def restart_needed(old: Plan, new: Plan) -> list[str]:
         keys.append("reload.*")
     if old.process.health_listener != new.process.health_listener:
         keys.append("health.listener")
+    if old.metrics != new.metrics:
+        keys.append("metrics.*")
     return keys
 
 
@@ -119,10 +134,21 @@ class Supervisor:
         self._crashes: list[float] = []
         self._consecutive = 0
         self._stop_event: asyncio.Event | None = None
+        self._unchanged = False
         self._ops: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._signals = 0
         self._context = multiprocessing.get_context("spawn")
+        # Metrics: the layout every worker's block has, and the supervisor's own block
+        # (retired workers' counters, restarts, reloads). Kept for the whole run: a
+        # reload that changes `metrics` needs a restart.
+        self.metrics = plan.metrics
+        self.totals: Block | None = None
+        if self.metrics is not None:
+            from palfrey.metrics.block import Block
+            from palfrey.metrics.layout import Layout
+
+            self.totals = Block(Layout(self.metrics.buckets))
 
     # -- entry point ----------------------------------------------------------------
 
@@ -146,6 +172,7 @@ class Supervisor:
             logger.info("Palfrey running on %s (Press CTRL+C to quit)", describe(sock, tls=tls))
         self._install_signals(loop)
         health = await self._start_health()
+        metrics = await self._start_metrics()
         # Watch from before the first worker starts: a change during boot is a change.
         manifest_watch = None
         manifest = self.plan.process.watch_manifest
@@ -167,6 +194,8 @@ class Supervisor:
         await self._shutdown()
         if health is not None:
             health.close()
+        if metrics is not None:
+            metrics.close()
         logger.info("Stopping parent process [%d]", os.getpid())
         return self.exit_code
 
@@ -176,6 +205,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         loop.add_signal_handler(signal.SIGTTIN, self._on_scale, 1)
         loop.add_signal_handler(signal.SIGTTOU, self._on_scale, -1)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_reopen)
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -210,6 +240,14 @@ class Supervisor:
         logger.info("Received SIGHUP; reloading the configuration")
         self._spawn_task(self.reload(force=True))
 
+    def _on_reopen(self) -> None:
+        from palfrey.logging import reopen_log_files
+
+        logger.info("Received SIGUSR1; reopening log files")
+        reopen_log_files()
+        for worker in self.workers:
+            _signal(worker, signal.SIGUSR1)
+
     def _on_scale(self, delta: int) -> None:
         if self.stopping or self.dev_reload:
             return
@@ -224,7 +262,8 @@ class Supervisor:
     def _spawn(self, *, trial: bool) -> WorkerHandle:
         self._numbers += 1
         parent_conn, child_conn = self._context.Pipe(duplex=True)
-        args = WorkerArgs(self.plan, self.listeners.sockets, child_conn, self._numbers)
+        block = self._new_block()
+        args = WorkerArgs(self.plan, self.listeners.sockets, child_conn, self._numbers, block)
         process = self._context.Process(
             target=worker_main, args=(args,), name=f"palfrey-worker-{self._numbers}"
         )
@@ -237,6 +276,7 @@ class Supervisor:
             plan=self.plan,
             generation=self.generation,
             trial=trial,
+            block=block,
         )
         self.workers.append(worker)
         loop = asyncio.get_running_loop()
@@ -303,6 +343,7 @@ class Supervisor:
         worker.process.join(1.0)  # the sentinel closes a moment before the zombie is reapable
         code = worker.process.exitcode
         worker.conn.close()
+        self._retire_block(worker)
         if worker in self.workers:
             self.workers.remove(worker)
         was_ready = worker.state != "starting"
@@ -321,6 +362,7 @@ class Supervisor:
         self._crashed(worker, code)
 
     def _crashed(self, worker: WorkerHandle, code: int | None) -> None:
+        self._count_restart(worker.killed_for or "crash")
         what = "died" if worker.state != "starting" else "failed to start"
         if code == 0:
             logger.warning("Worker [%d] exited with exit code 0; replacing it", worker.pid)
@@ -403,16 +445,19 @@ class Supervisor:
             if replacement is None:
                 return
             replacement.trial = False
+            self._count_restart("max_requests")
             await self._stop_worker(worker)
 
     async def reload(self, *, force: bool) -> bool:
         """Re-read the configuration and roll it out; False when it was not applied."""
         assert self._ops is not None
         sd_notify.reloading()
+        self._unchanged = False
         try:
             ok = await self._reload(force=force)
         finally:
             sd_notify.ready(f"{len(self.workers)} workers")
+        self._count_reload("unchanged" if self._unchanged else "success" if ok else "failure")
         return ok
 
     async def _reload(self, *, force: bool) -> bool:
@@ -422,6 +467,7 @@ class Supervisor:
             return False
         if new == self.plan and not force:
             logger.info("Configuration unchanged")
+            self._unchanged = True
             return True
         for key in restart_needed(self.plan, new):
             logger.warning("%s changed: it takes effect only after a full restart", key)
@@ -467,6 +513,7 @@ class Supervisor:
                         break
                     successor.trial = False
                     replaced += 1
+                self._count_restart("reload")
                 await self._stop_worker(worker)
             await self._reconcile_locked()
             self._close_retired()
@@ -526,6 +573,7 @@ class Supervisor:
                             worker.pid,
                             timeout,
                         )
+                        worker.killed_for = "hung"
                         _signal(worker, signal.SIGKILL)
                 elif now - worker.last_pong >= interval:
                     worker.ping_sent = now
@@ -557,7 +605,65 @@ class Supervisor:
                     continue
                 new.trial = False
                 for worker in old:
+                    self._count_restart("reload")
                     await self._stop_worker(worker)
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def _new_block(self) -> Block | None:
+        if self.totals is None:
+            return None
+        from palfrey.metrics.block import Block
+        from palfrey.metrics.recorder import count_spawn
+
+        count_spawn(self.totals)
+        return Block(self.totals.layout)
+
+    def _retire_block(self, worker: WorkerHandle) -> None:
+        """Fold an exited worker's counters into the totals (they must never go back)."""
+        block, worker.block = worker.block, None
+        if block is not None and self.totals is not None:
+            self.totals.add_counters(block)
+            block.close()
+
+    def _count_restart(self, reason: str) -> None:
+        if self.totals is not None:
+            from palfrey.metrics.recorder import count_restart
+
+            count_restart(self.totals, reason)
+
+    def _count_reload(self, outcome: str) -> None:
+        if self.totals is not None:
+            from palfrey.metrics.recorder import count_reload
+
+            count_reload(self.totals, outcome)
+
+    def scrape(self) -> Scrape:
+        """What /metrics shows now: every live worker's block and the totals."""
+        from palfrey.metrics.exposition import Scrape
+        from palfrey.server import plan_info
+
+        assert self.totals is not None
+        live = [w.block for w in self.workers if w.block is not None]
+        alive = sum(1 for w in self.workers if w.process.exitcode is None)
+        http2 = self.plan.connections.http2 is not None
+        return Scrape(
+            self.totals.layout,
+            live,
+            totals=self.totals,
+            workers=alive,
+            info=plan_info(self.plan),
+            stream_protocols=("HTTP/2",) if http2 else (),
+        )
+
+    async def _start_metrics(self) -> asyncio.AbstractServer | None:
+        if self.metrics is None:
+            return None
+        from palfrey.metrics.endpoint import serve_metrics
+        from palfrey.plan.realize import bind
+
+        sock = bind(self.metrics.listener)
+        return await serve_metrics(sock, self.scrape, where=describe(sock).partition("://")[2])
 
     async def _start_health(self) -> asyncio.AbstractServer | None:
         spec = self.plan.process.health_listener

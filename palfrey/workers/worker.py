@@ -13,11 +13,14 @@ import socket
 import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from palfrey.exitcodes import EXIT_APP_IMPORT, EXIT_CONFIG, EXIT_OK, EXIT_STARTUP
 from palfrey.plan.plan import Plan
 from palfrey.workers.messages import Drain, Ping, Pong, Ready, Recycle, Stop
+
+if TYPE_CHECKING:
+    from palfrey.metrics.block import Block
 
 __all__ = ["EXIT_OK", "WorkerArgs", "worker_main"]
 
@@ -33,12 +36,15 @@ class WorkerArgs:
     sockets: list[socket.socket]
     conn: Connection
     number: int
+    #: The supervisor's metrics block for this worker (None: metrics off).
+    metrics_block: Block | None = None
 
 
 def worker_main(args: WorkerArgs) -> None:
     """Entry point of a worker process (multiprocessing spawn target)."""
     # Job-control and reload signals are the supervisor's; a worker ignores them (the
-    # default action of TTIN/TTOU would stop the process).
+    # default action of TTIN/TTOU would stop the process). SIGUSR1 (reopen log files) is
+    # handled by the event loop once it runs.
     for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
     from palfrey.plan.realize import apply_logging, export_env_file
@@ -54,6 +60,8 @@ def serve_worker(args: WorkerArgs) -> int:
     from palfrey.server import Server, StartupFailure, loop_factory, run_on_loop
 
     server = Server(args.plan)
+    server.metrics_block = args.metrics_block
+    server.serve_metrics = False  # the supervisor serves one endpoint for every worker
     try:
         run_on_loop(_serve(server, args), loop_factory(args.plan.server.loop))
     except StartupFailure:
@@ -74,6 +82,9 @@ async def _serve(server: Any, args: WorkerArgs) -> None:
     conn = args.conn
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.handle_exit, sig)
+    from palfrey.logging import reopen_log_files
+
+    loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
 
     def on_message() -> None:
         try:

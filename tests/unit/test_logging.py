@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from palfrey.accesslog.sink import access_sink
 from palfrey.logging import (
     TRACE_LOG_LEVEL,
     AccessFormatter,
-    AccessLogger,
     DefaultFormatter,
     JSONFormatter,
     LoggingSettings,
@@ -67,6 +69,49 @@ def _access_record(status: int = 200) -> logging.LogRecord:
     return logging.LogRecord("palfrey.access", logging.INFO, __file__, 1, fmt, args, None)
 
 
+def _exchange(
+    client: tuple[str, int] | None,
+    method: str,
+    path: str,
+    query: bytes,
+    version: str,
+    status: int,
+    *,
+    size: int = 0,
+    duration: float = 0.0,
+) -> SimpleNamespace:
+    """A completed request as the HTTP core reports it (the attributes of an HTTPCycle)."""
+    scope = {
+        "type": "http",
+        "client": client,
+        "method": method,
+        "path": path,
+        "query_string": query,
+        "http_version": version,
+        "scheme": "http",
+        "headers": [],
+        "extensions": {},
+        "state": {},
+    }
+    return SimpleNamespace(
+        scope=scope,
+        status=status,
+        bytes_sent=size,
+        body_received=0,
+        start_time=time.monotonic() - duration,
+    )
+
+
+def _log(*args: Any, **kwargs: Any) -> bool:
+    """Write the access line of one request, as a server does; False when the access
+    log writes nothing."""
+    sink = access_sink(None)
+    if sink is None:
+        return False
+    sink.request(_exchange(*args, **kwargs))
+    return True
+
+
 def test_trace_level() -> None:
     assert TRACE_LOG_LEVEL == 5
     assert logging.getLevelName(5) == "TRACE"
@@ -109,7 +154,7 @@ def test_default_config_streams(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(_section(use_colors=False))
     logging.getLogger("palfrey.error").info("started")
     logging.getLogger("palfrey.error").debug("hidden")
-    AccessLogger().log(("10.0.0.1", 1234), "GET", "/x y", b"q=1", "1.1", 204)
+    assert _log(("10.0.0.1", 1234), "GET", "/x y", b"q=1", "1.1", 204)
     logging.getLogger("uvicorn.error").warning("from an app")
     out, err = capsys.readouterr()
     assert out == 'INFO:     10.0.0.1:1234 - "GET /x%20y?q=1 HTTP/1.1" 204 No Content\n'
@@ -125,41 +170,42 @@ def test_level_trace(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_level_warning_hides_access(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(_section(level="warning"))
-    assert AccessLogger().enabled is False
+    assert access_sink(None) is None
 
 
 def test_access_log_off(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(_section(access_log=False))
-    access = AccessLogger()
-    assert access.enabled is False
+    assert access_sink(None) is None
     logging.getLogger("palfrey.access").info("should not appear")
     assert capsys.readouterr().out == ""
 
 
-def test_access_log_extra_fields() -> None:
+def test_access_log_records_carry_uvicorn_args_and_typed_fields() -> None:
+    """A handler of the app's own gets LogRecords: uvicorn's five args and the fields."""
     records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             records.append(record)
 
-    logger = logging.getLogger("custom")
+    logger = logging.getLogger("palfrey.access")
     logger.handlers = [Keep()]
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    access = AccessLogger(logger)
-    assert access.enabled
-    access.log(None, "POST", "/up", b"", "2", 201, size=10, duration=0.0125)
+    logger.disabled = False
+    assert _log(None, "POST", "/up", b"", "2", 201, size=10, duration=0.0125)
     record = records[0]
     assert record.getMessage() == ' - "POST /up HTTP/2" 201'
-    assert record.__dict__["bytes"] == 10
-    assert record.__dict__["duration_ms"] == 12.5
+    assert record.args == ("", "POST", "/up", "2", 201)
+    assert record.__dict__["body_bytes"] == 10
+    assert 12.5 <= record.__dict__["duration_ms"] < 1000
     assert record.__dict__["client_host"] is None
     line = json.loads(JSONFormatter().format(record))
     assert line["status"] == 201
     assert line["method"] == "POST"
     assert line["level"] == "info"
-    assert line["duration_ms"] == 12.5
+    assert line["event"] == "request"
+    assert 12.5 <= line["duration_ms"] < 1000
 
 
 def _write_configs(tmp_path: Path) -> dict[str, Path]:
@@ -246,9 +292,7 @@ def test_uvicorn_style_config_drives_palfrey_loggers(capsys: pytest.CaptureFixtu
     }
     pytest.importorskip("uvicorn")
     configure_logging(_section(dict_config=config))
-    access = AccessLogger()
-    assert access.enabled
-    access.log(("1.2.3.4", 9), "GET", "/", b"", "1.1", 200)
+    assert _log(("1.2.3.4", 9), "GET", "/", b"", "1.1", 200)
     assert capsys.readouterr().out == "ACCESS 1.2.3.4:9 GET / HTTP/1.1 200 OK\n"
 
 
@@ -262,8 +306,7 @@ def test_default_config_is_a_fresh_copy() -> None:
 def test_reconfigure_turns_the_access_log_back_on(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(_section(access_log=False))
     configure_logging(_section(use_colors=False))
-    assert AccessLogger().enabled
-    AccessLogger().log(("::1", 80), "GET", "/", b"", "1.1", 200)
+    assert _log(("::1", 80), "GET", "/", b"", "1.1", 200)
     assert capsys.readouterr().out == 'INFO:     ::1:80 - "GET / HTTP/1.1" 200 OK\n'
 
 
