@@ -92,7 +92,8 @@ def _plan(name: str, log_file: str) -> Any:
     from palfrey.plan.plan import plan
 
     sections = {key: dict(value) for key, value in CONFIGS[name].items()}
-    sections.setdefault("logging", {})["access_destination"] = log_file
+    if sections["logging"].get("access_log"):
+        sections["logging"]["access_destination"] = log_file
     sections["server"] = {"loop": "uvloop"}
     sections["http"] = {"backend": "httptools"}
     return plan(load_config(["apps:app"], environ={}, **sections), environ={})
@@ -124,10 +125,12 @@ async def serve(name: str, requests: int, log_file: str) -> float:
     elapsed = time.process_time() - start
     for protocol in protocols:
         protocol.connection_lost(None)
-    if server.observers is not None:
-        server.observers.flush()
-    if server.metrics_block is not None:
-        server.metrics_block.close()
+    observers = getattr(server, "observers", None)  # None too before observability existed
+    if observers is not None:
+        observers.flush()
+    block = getattr(server, "metrics_block", None)
+    if block is not None:
+        block.close()
     return elapsed / (turns * CONNECTIONS)
 
 

@@ -384,6 +384,10 @@ class LoggingSettings:
     access_log: bool
     #: The config is the user's: palfrey.* loggers it leaves alone follow uvicorn.*.
     aliases: bool
+    #: The access line's format and destination when set (already in `dict_config`:
+    #: kept here for code that logs through handlers of its own, the gunicorn worker).
+    access_format: str | None
+    access_destination: str
 
 
 def configure_logging(settings: LoggingSettings) -> None:

@@ -91,6 +91,7 @@ class Server:
         self.observers: Observers | None = None
         self._background: list[asyncio.Task[None]] = []
         self._metrics_server: asyncio.AbstractServer | None = None
+        self._own_block: Block | None = None  # made here (embedding): released at stop
 
     # -- entry points --------------------------------------------------------------
 
@@ -225,7 +226,7 @@ class Server:
             from palfrey.metrics.layout import Layout
 
             assert self.plan.metrics is not None
-            self.metrics_block = Block(Layout(self.plan.metrics.buckets))
+            self.metrics_block = self._own_block = Block(Layout(self.plan.metrics.buckets))
         return self.metrics_block
 
     async def _start_metrics(self) -> None:
@@ -298,6 +299,9 @@ class Server:
             self._metrics_server = None
         if self.observers is not None:
             self.observers.flush()
+        # A block made here is left to the garbage collector (it closes its descriptor):
+        # a request completing late may still count into it.
+        self._own_block = None
 
     async def _drain_delay(self) -> None:
         """Mark this server not ready and, on a real shutdown, keep accepting and serving

@@ -300,12 +300,6 @@ def _response_headers(ex: Any, wanted: frozenset[bytes]) -> dict[bytes, str]:
     return found
 
 
-def _raw_target(scope: Any, query: str) -> str:
-    """The request target as the client sent it (gunicorn's RAW_URI)."""
-    raw = bytes(scope.get("raw_path") or b"").decode("latin-1")
-    return f"{raw}?{query}" if query else raw
-
-
 def _total(ex: Any) -> int | None:
     head = getattr(ex, "head_bytes", None)
     return None if head is None else int(head) + int(ex.bytes_sent)
@@ -346,14 +340,14 @@ _NAMESPACE: dict[str, Any] = {
     "_reason": helpers.reason,
     "_response_headers": _response_headers,
     "_total": _total,
-    "_raw_target": _raw_target,
     "_user": helpers.user,
     "_tls_version": helpers.tls_version,
     "_tls_cipher": helpers.tls_cipher,
     "_iso": helpers.iso_time,
     "_clf": helpers.clf_time,
     "_wall": time.time,
-    "_pid": helpers.pid,
+    "_PID": helpers.PID_TEXT,
+    "_ISO": helpers.ISO_NOW,
     "_env": _env,
     "_conv": _conv,
     "_js": helpers.json_str,

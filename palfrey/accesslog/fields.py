@@ -76,14 +76,22 @@ PREAMBLES: dict[str, str] = {
     "path": "path = scope['path']",
     "query": "query = _qs.decode('latin-1') if (_qs := scope['query_string']) else ''",
     "qmark": "qmark = '?' + query if query else ''",
+    "raw": "raw = scope['raw_path'].decode('latin-1')",
     "target": (
         "target = (_QUOTED.get(path) or _quoted(path)) + ('?' + _safe(query) if query else '')"
     ),
-    "hin": "hin = {n: v.decode('latin-1') for n, v in scope['headers'] if n in _WANT_IN}",
+    "hin": (
+        "hin = {}\n"
+        "    for _n, _v in scope['headers']:\n"
+        "        if _n in _WANT_IN:\n"
+        "            hin[_n] = _v.decode('latin-1')"
+    ),
     "hout": "hout = _response_headers(ex, _WANT_OUT)",
     "tls": "tls = scope['extensions'].get('tls')",
     "rid": "rid = scope['state'].get('request_id')",
     "wall": "wall = _wall()",
+    # ISO time, from the per-millisecond cache without a call when it is current.
+    "iso": "iso = _ISO[1] if int(wall * 1000) == _ISO[0] else _iso(wall)",
 }
 _DEPENDS: dict[str, tuple[str, ...]] = {
     "client": ("scope",),
@@ -93,10 +101,12 @@ _DEPENDS: dict[str, tuple[str, ...]] = {
     "path": ("scope",),
     "query": ("scope",),
     "qmark": ("scope", "query"),
+    "raw": ("scope",),
     "target": ("scope", "path", "query"),
     "hin": ("scope",),
     "tls": ("scope",),
     "rid": ("scope",),
+    "iso": ("wall",),
 }
 
 
@@ -161,9 +171,9 @@ _STATUS_TEXT = "(_STATUS_TEXT.get(status) or _status_text(status))"
 
 FIELDS: dict[str, Field] = {
     "time": Field(
-        "_iso(wall)",
-        (Lit('"'), "_iso(wall)", Lit('"')),
-        ("wall",),
+        "iso",
+        (Lit('"'), "iso", Lit('"')),
+        ("wall", "iso"),
         "time",
         "end of the response, ISO 8601 with milliseconds",
     ),
@@ -254,7 +264,7 @@ FIELDS: dict[str, Field] = {
         "request_id",
         "the request id (request_id.enabled)",
     ),
-    "pid": Field("str(_pid())", ("str(_pid())",), (), "pid", "the serving process's id"),
+    "pid": Field("_PID[0]", ("_PID[0]",), (), "pid", "the serving process's id"),
     "tls_version": Field(
         "(_tls_version(tls) or '-')",
         ("_js(_tls_version(tls))",),
@@ -270,8 +280,8 @@ FIELDS: dict[str, Field] = {
         "cipher suite (- for cleartext)",
     ),
     "user": Field(
-        "_safe(_user(hin.get(b'authorization')))",
-        ("_js(_user(hin.get(b'authorization')))",),
+        "(_safe(_user(_a)) if (_a := hin.get(b'authorization')) else '-')",
+        ("(_js(_user(_a)) if (_a := hin.get(b'authorization')) else 'null')",),
         ("hin",),
         "user",
         "HTTP Basic user name",
@@ -303,16 +313,15 @@ def _header_out(name: bytes, *, quote: bool = True) -> Field:
 def _gunicorn_atoms() -> dict[str, Field]:
     # gunicorn.glogging.Logger.atoms: strings escape '"', r is the request target as
     # sent, H is "HTTP/1.1", T/D/M are whole seconds, microseconds and milliseconds.
-    raw_target = "_safe(_raw_target(scope, query))"
     return {
         "h": FIELDS["client_host"],
-        "l": Field("'-'", ("'null'",), (), "-"),
+        "l": Field("'-'", (Lit("null"),), (), "-"),
         "u": FIELDS["user"],
         "t": FIELDS["time_local"],
         "r": Field(
-            f"f'{{method}} {{{raw_target}}} HTTP/{{version}}'",
-            ("_enc(f'{method} {_raw_target(scope, query)} HTTP/{version}')",),
-            ("method", "query", "version"),
+            "f'{method} {_safe(raw + qmark)} HTTP/{version}'",
+            ("_enc(f'{method} {raw}{qmark} HTTP/{version}')",),
+            ("method", "raw", "qmark", "version"),
             "request_line",
         ),
         "s": FIELDS["status"],
@@ -330,7 +339,7 @@ def _gunicorn_atoms() -> dict[str, Field]:
             "str(int(duration * 1e3))", ("f'{duration * 1e3:.3f}'",), ("duration",), "duration_ms"
         ),
         "L": FIELDS["duration"],
-        "p": Field("f'<{_pid()}>'", ("str(_pid())",), (), "pid"),
+        "p": Field("f'<{_PID[0]}>'", ("_PID[0]",), (), "pid"),
         # hypercorn's additions, which gunicorn does not have.
         "R": Field(
             "f'{method} {_safe(path)}{_safe(qmark)} HTTP/{version}'",

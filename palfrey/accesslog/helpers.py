@@ -157,16 +157,17 @@ def clf_time(wall: float) -> str:
     return _clf_text
 
 
-_iso_milli = -1
-_iso_text = ""
+ISO_NOW = [-1, ""]
+"""[millisecond, text] of the last iso_time: compiled lines read it without a call while
+the millisecond is the same (many lines share one under load)."""
 
 
 def iso_time(wall: float) -> str:
     """2000-10-10T13:55:36.123+02:00: ISO 8601 local time with milliseconds."""
-    global _iso_second, _iso_prefix, _iso_zone, _iso_milli, _iso_text
+    global _iso_second, _iso_prefix, _iso_zone
     milli = int(wall * 1000)
-    if milli == _iso_milli:
-        return _iso_text  # many lines share a millisecond under load
+    if milli == ISO_NOW[0]:
+        return str(ISO_NOW[1])
     second = milli // 1000
     if second != _iso_second:
         _iso_second = second
@@ -174,9 +175,9 @@ def iso_time(wall: float) -> str:
         _iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", local)
         zone = time.strftime("%z", local)
         _iso_zone = f"{zone[:3]}:{zone[3:]}" if len(zone) == 5 else zone
-    _iso_milli = milli
-    _iso_text = f"{_iso_prefix}.{milli - second * 1000:03d}{_iso_zone}"
-    return _iso_text
+    text = f"{_iso_prefix}.{milli - second * 1000:03d}{_iso_zone}"
+    ISO_NOW[0], ISO_NOW[1] = milli, text
+    return text
 
 
 # -- JSON fragments -----------------------------------------------------------------------
@@ -199,11 +200,15 @@ encode_json_string = _json_string
 """A JSON string literal of a str (the json module's C encoder)."""
 
 _PID = os.getpid()
+PID_TEXT = [str(_PID)]
+"""This process's id as text, for compiled lines to read without a call (os.getpid() is
+a system call); kept current across fork."""
 
 
 def _forked() -> None:
     global _PID
     _PID = os.getpid()
+    PID_TEXT[0] = str(_PID)
 
 
 os.register_at_fork(after_in_child=_forked)

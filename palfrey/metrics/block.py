@@ -15,6 +15,7 @@ import contextlib
 import mmap
 import os
 import struct
+import weakref
 from typing import Any
 
 from palfrey.metrics.layout import Layout
@@ -33,6 +34,8 @@ class Block:
     def __init__(self, layout: Layout, fd: int | None = None, *, fresh: bool = True) -> None:
         self.layout = layout
         self.fd = _anonymous_fd() if fd is None else fd
+        # The descriptor is closed by close(), or when the block is garbage collected.
+        self._release_fd = weakref.finalize(self, _close_quietly, self.fd)
         size = _HEADER.size + 8 * layout.size
         if fresh:
             os.ftruncate(self.fd, size)
@@ -65,7 +68,7 @@ class Block:
         self.values = None  # type: ignore[assignment]
         values.release()
         self._map.close()
-        os.close(self.fd)
+        self._release_fd()
 
     # -- crossing a process boundary ---------------------------------------------------
 

@@ -446,6 +446,8 @@ def _logging(config: Config) -> LoggingSettings:
         level=section.level if not custom or "level" in section.model_fields_set else None,
         access_log=section.access_log,
         aliases=custom,
+        access_format=section.access_format,
+        access_destination=section.access_destination,
     )
 
 

@@ -101,6 +101,10 @@ class PalfreyWorker(Worker):  # type: ignore[misc]
             for line in str(exc).splitlines():
                 self.log.error(line)
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        for problem in unsupported(self.palfrey_plan):
+            self.log.error(problem)
+        if unsupported(self.palfrey_plan):
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
         super().init_process()
 
     def init_signals(self) -> None:
@@ -152,6 +156,25 @@ class PalfreyWorker(Worker):  # type: ignore[misc]
                 server.shutdown()
                 return
             await asyncio.sleep(interval)
+
+
+def unsupported(plan: Plan) -> list[str]:
+    """Settings a gunicorn worker cannot honour: refused, not ignored."""
+    problems = []
+    if plan.metrics is not None:
+        problems.append(
+            "metrics.enabled: under gunicorn every worker would open its own metrics "
+            "listener; run `palfrey --workers N`, whose supervisor serves one endpoint "
+            "for all workers"
+        )
+    logs = plan.logging
+    if logs.access_format is not None or logs.access_destination != "stdout":
+        problems.append(
+            "logging.access_format and logging.access_destination: under gunicorn the "
+            "access log is gunicorn's (--access-logfile); run `palfrey --workers N` for "
+            "Palfrey's access formats and destinations"
+        )
+    return problems
 
 
 def _socket(listener: Any) -> Any:

@@ -55,3 +55,13 @@ def test_gunicorn_worker_serves_and_shuts_down_gracefully(tmp_path: Path, worker
         assert results == [200]
         assert proc.wait(20) == 0
         assert "Shutting down: Master" in proc.log
+
+
+def test_gunicorn_worker_refuses_what_it_cannot_honour(tmp_path: Path) -> None:
+    """metrics.enabled would make every worker open the metrics listener: refused."""
+    (tmp_path / "app.py").write_text(APP)
+    args = ["app:app", "-k", "palfrey.workers.PalfreyWorker", "-w", "1", "-b", "127.0.0.1:0"]
+    env = {"PALFREY_METRICS__ENABLED": "true", "PALFREY_LIFESPAN": "off"}
+    with PalfreyProcess(args, cwd=tmp_path, env=env, program="gunicorn") as proc:
+        proc.wait_for_log("metrics.enabled: under gunicorn")
+        assert proc.wait(30) != 0
