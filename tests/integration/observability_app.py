@@ -1,7 +1,8 @@
 """The app the observability tests serve (as `observability_app:app`, or imported).
 
-/slow sleeps 50 ms, /echo returns the body with an `x-out` response header, /id returns
-the request id from scope["state"], /status/NNN answers NNN, WebSocket echoes.
+/slow sleeps 50 ms, /wait?SECONDS sleeps that long, /echo returns the body with an
+`x-out` response header, /id returns the request id from scope["state"], /status/NNN
+answers NNN, WebSocket echoes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if path == "/slow":
         await asyncio.sleep(0.05)
         body = b"slow"
+    elif path == "/wait":
+        await asyncio.sleep(float(scope["query_string"] or b"2"))
+        body = b"waited"
     elif path == "/echo":
         headers.append((b"X-Out", b"yes"))
     elif path == "/id":

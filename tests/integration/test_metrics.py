@@ -341,3 +341,28 @@ def test_the_metrics_listener_answers_only_metrics(metered: tuple[Any, str]) -> 
     open_metrics = httpx.get(url, headers={"Accept": "application/openmetrics-text"}, timeout=10)
     assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
     assert open_metrics.text.rstrip().endswith("# EOF")
+
+
+def test_http2_requests_and_streams() -> None:
+    import threading
+
+    config = make_config(
+        "httptools",
+        http2={"enabled": True},
+        metrics={"enabled": True, "listener": "127.0.0.1:0"},
+    )
+    with run_server(app, config=config) as running:
+        server = running.server
+        assert server._metrics_server is not None
+        host, port = server._metrics_server.sockets[0].getsockname()[:2]
+        url = f"http://{host}:{port}/metrics"
+        with httpx.Client(http1=False, http2=True, base_url=running.url, timeout=10) as client:
+            for _ in range(5):
+                assert client.get("/").http_version == "HTTP/2"
+            waiting = threading.Thread(target=lambda: client.get("/wait?3"))
+            waiting.start()
+            during = wait_for(url, lambda s: value(s, "palfrey_streams", protocol="HTTP/2") == 1)
+            waiting.join(15)
+    assert value(during, "palfrey_connections") == 1  # one HTTP/2 connection
+    assert requests_total(during, protocol="HTTP/2", status_class="2xx") == 5
+    assert value(during, "palfrey_request_duration_seconds_count", protocol="HTTP/2") == 5
