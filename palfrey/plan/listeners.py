@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-
 if TYPE_CHECKING:
     from palfrey.config.model import ServerSection
 
