@@ -26,13 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from palfrey.protocols.http2_h2 import (
-    PREFACE,
-    H2Connection,
-    HTTP2Settings,
-    Upgrade,
-    decode_settings,
-)
+from palfrey.protocols.http2_asyncio import HTTP2Protocol, Upgrade
+from palfrey.protocols.http2_connection import HTTP2Settings
+from palfrey.protocols.http2_fields import decode_settings
+from palfrey.protocols.http2_frames import PREFACE
 from palfrey.protocols.websocket_core import WebSocketSettings
 
 if TYPE_CHECKING:
@@ -150,8 +147,8 @@ class Negotiator(asyncio.Protocol):
 
     # -- switching -----------------------------------------------------------------------
 
-    def _http2(self, upgrade: Upgrade | None = None) -> H2Connection:
-        return H2Connection(self.ctx, self.settings, upgrade=upgrade, websocket=self.websocket)
+    def _http2(self, upgrade: Upgrade | None = None) -> HTTP2Protocol:
+        return HTTP2Protocol(self.ctx, self.settings, upgrade=upgrade, websocket=self.websocket)
 
     def _switch(self, protocol: asyncio.Protocol, replay: bytes = b"") -> None:
         self._done = True
@@ -264,4 +261,4 @@ def _settings_field(headers: Any) -> bytes | None:
             upgrade = b"h2c" in (t.strip() for t in bytes(value).lower().split(b","))
     if not upgrade or len(settings) != 1 or not {b"upgrade", b"http2-settings"} <= options:
         return None
-    return settings[0] if decode_settings(settings[0]) else None
+    return settings[0] if decode_settings(settings[0]) is not None else None
