@@ -583,7 +583,7 @@ class ServerConnection:
         stream.send_window += increment
         if stream.send_window > MAX_WINDOW:
             raise StreamError(sid, ErrorCode.FLOW_CONTROL_ERROR, "stream window overflow")
-        if stream.pending_size or stream.pending_end:
+        if stream.local_open and (stream.pending_size or stream.pending_end):
             self._push(stream, notify=True)
 
     def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:
@@ -810,8 +810,10 @@ class ServerConnection:
             out += (frames.frame_header(frames.DATA, END_STREAM if ended else 0, sid, size), chunk)
         self._blocked.pop(sid, None)
         if stream.pending_end:
+            stream.pending_end = False
             if stream.trailers is not None:
                 out += frames.header_block(sid, stream.trailers, True, self._peer_max_frame)
+                stream.trailers = None
             elif not ended:
                 out.append(frames.frame_header(frames.DATA, END_STREAM, sid, 0))
             self._local_end(stream)

@@ -68,6 +68,8 @@ def _integer(data: bytes, pos: int, mask: int) -> tuple[int, int]:
 
 def _string(data: bytes, pos: int) -> tuple[bytes, int]:
     """A string literal (§5.2) at `pos`: (bytes, next position)."""
+    if pos >= len(data):
+        raise DecodeError("truncated field")
     huffman = data[pos] & 0x80
     length, pos = _integer(data, pos, 0x7F)
     end = pos + length
