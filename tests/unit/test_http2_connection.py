@@ -119,7 +119,8 @@ def test_body_and_trailers_arrive_as_data_events(split: bool) -> None:
     events = pair.exchange(split=split)
     body = [e for e in events if isinstance(e, DataReceived)]
     assert b"".join(e.data for e in body) == b"x" * 1000
-    assert body[-1].ended and not any(e.ended for e in body[:-1])
+    assert body[-1].ended
+    assert not any(e.ended for e in body[:-1])
 
 
 def test_response_waits_for_window_credit_and_drains() -> None:
@@ -290,7 +291,9 @@ def test_graceful_goaway_lets_streams_finish_and_refuses_new_ones() -> None:
     ],
     ids=["ping", "settings", "empty-data", "rapid-reset"],
 )
-def test_floods_get_enhance_your_calm(settings: HTTP2Settings, frame: bytes | None, code: int) -> None:
+def test_floods_get_enhance_your_calm(
+    settings: HTTP2Settings, frame: bytes | None, code: int
+) -> None:
     conn = _connected(settings)
     if frame is None:  # open and reset streams
         data = b"".join(

@@ -104,4 +104,3 @@ def test_status_codes_use_the_static_table_when_they_can() -> None:
     encoder = Encoder()
     assert encoder.status(200) == b"\x88"
     assert hpack.Decoder().decode(encoder.status(418), raw=True) == [(b":status", b"418")]
-
