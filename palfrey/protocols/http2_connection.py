@@ -54,7 +54,7 @@ __all__ = [
 CONN_WINDOW = 1 << 24  # the connection-level receive window kept open (§6.9.1)
 FLOOD_PERIOD = 10.0  # seconds over which the flood budgets refill
 CONTINUATION_LIMIT = 64  # CONTINUATION frames in one header block (§10.5)
-CLOSED_MEMORY = 1024  # closed streams remembered (their late frames are told apart)
+CLOSED_MEMORY = 1024  # closed streams remembered, at least (their late frames told apart)
 _REQUEST_CACHE = 64  # decoded request blocks kept per connection
 _PREFACE = frames.PREFACE
 _unpack_header = frames.HEADER.unpack_from
@@ -206,7 +206,7 @@ class _Stream:
         self.local_open = True  # our END_STREAM is not on the wire yet
         self.expected: int | None = None  # the request's content-length
         self.received = 0  # request body bytes so far
-        self.pending: deque[memoryview] = deque()  # response data waiting for credit
+        self.pending: deque[memoryview] | None = None  # response data waiting for credit
         self.pending_size = 0
         self.pending_end = False  # END_STREAM once `pending` is sent
         self.trailers: bytes | None = None  # a trailer block to send after `pending`
@@ -291,6 +291,7 @@ class ServerConnection:
                 return
             stream = self._open(1)
             stream.remote_open = False
+            self.highest = 1
 
     # -- input -------------------------------------------------------------------------
 
@@ -450,7 +451,6 @@ class ServerConnection:
 
     def _open(self, sid: int) -> _Stream:
         stream = self.streams[sid] = _Stream(sid, self._peer_initial, self._local_initial)
-        self.highest = max(self.highest, sid)
         return stream
 
     def _parse(self, block: bytes) -> Request | None:
@@ -712,15 +712,17 @@ class ServerConnection:
         sid = stream.id
         del self.streams[sid]
         self._blocked.pop(sid, None)
-        stream.pending.clear()
+        stream.pending = None
         stream.pending_size = 0
         self._remember(sid, how)
 
     def _remember(self, sid: int, how: int) -> None:
         memory = self._closed_streams
         memory[sid] = how
-        if len(memory) > CLOSED_MEMORY:
-            del memory[next(iter(memory))]
+        if len(memory) > 2 * CLOSED_MEMORY:
+            # Keep the newest CLOSED_MEMORY at once: deleting the oldest one at a time
+            # makes each `next(iter(dict))` walk the holes left at the front.
+            self._closed_streams = dict(list(memory.items())[-CLOSED_MEMORY:])
 
     def _fail(self, code: ErrorCode) -> None:
         """§5.4.1: GOAWAY with the last stream we processed, then nothing more."""
@@ -761,6 +763,8 @@ class ServerConnection:
                 self._local_end(stream)
             return
         if data:
+            if stream.pending is None:
+                stream.pending = deque()
             stream.pending.append(memoryview(data))
             stream.pending_size += size
         stream.pending_end = end_stream
@@ -791,7 +795,7 @@ class ServerConnection:
         pending = stream.pending
         out = self._out
         ended = False
-        while pending:
+        while pending:  # None or empty: nothing held
             window = min(self._conn_send, stream.send_window, self._peer_max_frame)
             if window <= 0:
                 self._blocked[sid] = stream

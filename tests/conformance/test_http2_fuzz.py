@@ -226,7 +226,7 @@ def _app_action(conn: ServerConnection, action: str, sid: int, started: set[int]
 def _check_bounds(conn: ServerConnection) -> None:
     assert len(conn._buf) < 9 + SETTINGS.max_frame_size
     assert len(conn.streams) <= SETTINGS.max_concurrent_streams
-    assert len(conn._closed_streams) <= CLOSED_MEMORY
+    assert len(conn._closed_streams) <= 2 * CLOSED_MEMORY
     block = conn._block
     if block is not None:
         assert block.count < CONTINUATION_LIMIT

@@ -251,11 +251,12 @@ def test_headers_on_a_closed_stream_is_a_connection_error() -> None:
 
 def test_closed_stream_memory_is_bounded() -> None:
     conn = _connected()
-    for sid in range(1, 2 * CLOSED_MEMORY + 3, 2):
+    for sid in range(1, 4 * CLOSED_MEMORY + 3, 2):
         conn.receive(_headers(sid), 0)
         respond(conn, sid)
         conn.data_to_send()
-    assert len(conn._closed_streams) == CLOSED_MEMORY
+    assert len(conn._closed_streams) == CLOSED_MEMORY  # trimmed to the newest at 2x
+    assert 4 * CLOSED_MEMORY + 1 in conn._closed_streams
     assert not conn.streams
 
 
