@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["HTTP2Protocol", "HTTP2Stream", "Upgrade"]
 
 _FILE_CHUNK = 65536
+_WRITELINES = 65536  # DATA bytes in one flush from which the pieces are not joined
 _UPGRADE_FIELDS = frozenset((b"connection", b"upgrade", b"http2-settings", b"keep-alive"))
 
 
@@ -534,9 +535,13 @@ class HTTP2Protocol(asyncio.Protocol):
             handle.cancel()
         if self._closed:
             return
-        data = self.core.data_to_send()
-        if data:
-            self.transport.write(data)
+        parts, size = self.core.output()
+        if size >= _WRITELINES:
+            # Response bodies of this size go to the transport as they are: joining
+            # them first would copy every byte once more.
+            self.transport.writelines(parts)
+        elif parts:
+            self.transport.write(b"".join(parts))
 
     # -- the scope ---------------------------------------------------------------------
 

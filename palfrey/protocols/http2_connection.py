@@ -251,6 +251,7 @@ class ServerConnection:
         self._peer_max_frame = frames.MIN_FRAME_SIZE
         self._conn_send = DEFAULT_WINDOW
         self._out: list[bytes | memoryview] = []
+        self._out_data = 0  # DATA payload bytes in `_out`
         self._events: list[Event] = []
         self._buf = b""
         self._preface = False  # the client preface has been read
@@ -302,22 +303,36 @@ class ServerConnection:
         self._now = now
         events: list[Event] = []
         self._events = events
-        buf = self._buf + data if self._buf else data
         try:
-            pos = self._frames(buf)
+            self._buf = self._read(data)
         except H2ConnectionError as exc:
             self._fail(exc.code)
             self._buf = b""
             return events
-        self._buf = buf[pos:] if pos < len(buf) else b""
         if self._conn_recv < CONN_WINDOW >> 1 and not self.closed:
             self._out.append(frames.window_update(0, CONN_WINDOW - self._conn_recv))
             self._conn_recv = CONN_WINDOW
         return events
 
-    def _frames(self, buf: bytes) -> int:
-        """Handle each whole frame in `buf`; the position after the last one."""
+    def _read(self, data: bytes) -> bytes:
+        """Handle the whole frames of what was left over and `data`; what is left now."""
         pos = 0
+        left = self._buf
+        if left:
+            # Complete the partial frame with at most one frame's worth of `data`
+            # rather than copying all of `data` behind it (large bodies arrive in reads
+            # of hundreds of KiB, each ending in a partial frame).
+            cut = 9 + self._max_frame
+            head = left + data[:cut]
+            done = self._frames(head, 0)
+            if len(data) <= cut or self.closed:
+                return head[done:]
+            pos = done - len(left)  # the partial frame is complete: at most `cut` bytes
+        pos = self._frames(data, pos)
+        return data[pos:] if pos < len(data) else b""
+
+    def _frames(self, buf: bytes, pos: int) -> int:
+        """Handle each whole frame in `buf` from `pos`; the position after the last."""
         if not self._preface:
             size = len(_PREFACE)
             if buf[:size] != _PREFACE[: len(buf)]:
@@ -326,7 +341,7 @@ class ServerConnection:
             if len(buf) < size:
                 return 0
             self._preface = True
-            pos = size
+            pos += size
         end = len(buf)
         max_frame = self._max_frame
         while end - pos >= 9:
@@ -757,6 +772,7 @@ class ServerConnection:
             # The common case: the whole chunk fits in one frame now.
             self._conn_send -= size
             stream.send_window -= size
+            self._out_data += size
             flags = END_STREAM if end_stream else 0
             self._out += (frames.frame_header(frames.DATA, flags, sid, size), data)
             if end_stream:
@@ -810,6 +826,7 @@ class ServerConnection:
             self._conn_send -= size
             stream.send_window -= size
             stream.pending_size -= size
+            self._out_data += size
             ended = not pending and stream.pending_end and stream.trailers is None
             out += (frames.frame_header(frames.DATA, END_STREAM if ended else 0, sid, size), chunk)
         self._blocked.pop(sid, None)
@@ -872,4 +889,13 @@ class ServerConnection:
             return b""
         data = b"".join(out)
         out.clear()
+        self._out_data = 0
         return data
+
+    def output(self) -> tuple[list[bytes | memoryview], int]:
+        """The pieces queued for the client, not joined, and how many bytes of DATA
+        payload they hold (large bodies can be written without a copy)."""
+        out, size = self._out, self._out_data
+        self._out = []
+        self._out_data = 0
+        return out, size
