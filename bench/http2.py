@@ -8,11 +8,11 @@ one run, on the same app (`bench/apps.py`).
 Each server is pinned to one CPU (`taskset -c 0`), h2load to another (`taskset -c 1`).
 Scenarios: `h2c` (GET / hello, prior knowledge, 16 connections x 10 concurrent streams),
 `tls` (the same over TLS, ALPN h2), `echo` (a 64 KiB POST to /echo over h2c, echoed
-back) and `h1` (Palfrey's own HTTP/1.1 hello, `h2load --h1` with 64 connections and no
-pipelining, as wrk drives it in `http1.py`: the reference the HTTP/2 figures are held
-against). Latency percentiles come from h2load's per-request log (`--log-file`), so
-p50/p99 are exact, not h2load's mean/sd summary. Servers alternate within each round;
-`--repeat N` takes the median of N rounds.
+back) and `h1` (Palfrey's own HTTP/1.1 hello on httptools, driven by wrk with 64
+connections as in `http1.py`: the reference the HTTP/2 figures are held against).
+HTTP/2 latency percentiles come from h2load's per-request log (`--log-file`), so p50/p99
+are exact, not h2load's mean/sd summary; wrk's come from `bench/lua/report.lua`. Servers
+alternate within each round; `--repeat N` takes the median of N rounds.
 
 uvicorn's zttp backend needs the `zttp` package, which does not install beside the
 project's pins: put it in a venv of its own (`python3 -m venv /tmp/zttp && /tmp/zttp/bin/pip
@@ -90,7 +90,7 @@ def command(
     cert = [] if tls is None else [str(tls[0]), str(tls[1])]
     if server == "palfrey" or server.startswith("palfrey@"):
         argv = [PYTHON, "-m", "palfrey", "apps:app", "--port", str(port)]
-        argv += [] if http1 else ["--http", "h2"]
+        argv += ["--http", "httptools" if http1 else "h2"]
         argv += ["--no-access-log", "--log-level", "warning", "--lifespan", "off"]
         if cert:
             argv += ["--ssl-certfile", cert[0], "--ssl-keyfile", cert[1]]
@@ -211,6 +211,34 @@ def h2load(
     return done.stdout + done.stderr, latencies, client_cpu
 
 
+def wrk(
+    url: str, *, duration: float, cpu: int, log: Path | None, **_: Any
+) -> tuple[str, list[float], float]:
+    """wrk with 64 connections and bench/lua/report.lua: output, no latency list (the
+    report line holds the percentiles), wrk's CPU seconds."""
+    argv = ["taskset", "-c", str(cpu), "wrk", "-t1", "-c64", f"-d{max(1, round(duration))}s"]
+    argv += ["--timeout", "5s", "--latency", "-s", str(ROOT / "bench/lua/report.lua"), url]
+    before = _children_cpu()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    return done.stdout + done.stderr, [], _children_cpu() - before
+
+
+def parse_wrk(server: str, scenario: str, output: str, latencies: list[float]) -> Result:
+    result = Result(server, scenario, raw=output)
+    line = next((x for x in output.splitlines() if x.startswith("BENCH_RESULT ")), None)
+    if line is None:
+        result.error = output[-500:]
+        return result
+    report = json.loads(line.partition(" ")[2])
+    errors = report["errors"]
+    result.failed = sum(errors.values())
+    result.succeeded = report["requests"] - errors["status"]
+    result.rps = report["requests"] * 1e6 / report["duration_us"]
+    result.p50_ms = report["latency_us"]["p50"] / 1000
+    result.p99_ms = report["latency_us"]["p99"] / 1000
+    return result
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -268,13 +296,12 @@ def run_one(
     if scenario == "echo":
         url += "echo"
         shape["extra"] = ("-d", str(tmp / "body.bin"))
-    elif http1:
-        shape.update(clients=64, streams=1, extra=("--h1",))
+    load = wrk if http1 else h2load
     try:
         if args.warmup > 0:
-            h2load(url, duration=args.warmup, log=None, **shape)
+            load(url, duration=args.warmup, log=None, **shape)
         cpu_before, wall_before = cpu_seconds(process.pid), time.monotonic()
-        output, latencies, client_cpu = h2load(
+        output, latencies, client_cpu = load(
             url,
             duration=args.duration,
             log=tmp / f"{server.replace('/', '_')}-{scenario}.log",
@@ -284,7 +311,7 @@ def run_one(
         wall = time.monotonic() - wall_before
     finally:
         stop(process)
-    result = parse(server, scenario, output, latencies)
+    result = (parse_wrk if http1 else parse)(server, scenario, output, latencies)
     if result.succeeded:
         result.cpu_us = cpu * 1e6 / result.succeeded
         result.cpu_pct = 100 * cpu / wall
