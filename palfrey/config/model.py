@@ -13,13 +13,12 @@ import ssl
 import typing
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, overload
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
@@ -28,8 +27,6 @@ from pydantic import (
     model_validator,
 )
 
-from palfrey.config import runtime
-from palfrey.config.secret import Secret
 from palfrey.config.types import VALUE_STYLE, FileMode, Header, Seconds, Size, Uvicorn
 
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -637,29 +634,3 @@ SECTIONS: dict[str, type[Section]] = {
     if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
 }
 """Section name -> section model, in declaration order."""
-
-
-@overload
-def to_runtime(model: Config) -> runtime.RuntimeConfig: ...
-
-
-@overload
-def to_runtime(model: Section) -> Any: ...
-
-
-def to_runtime(model: Section) -> Any:
-    """The validated `model` (a Config or one section) as its pydantic-free twin in
-    palfrey.config.runtime, which is what serving code reads and what workers receive."""
-    name = "RuntimeConfig" if isinstance(model, Config) else type(model).__name__
-    values = {key: _runtime_value(getattr(model, key)) for key in type(model).model_fields}
-    return getattr(runtime, name)(**values, fields_set=frozenset(model.model_fields_set))
-
-
-def _runtime_value(value: Any) -> Any:
-    if isinstance(value, Section):
-        return to_runtime(value)
-    if isinstance(value, SecretStr):
-        return Secret(value.get_secret_value())
-    if isinstance(value, ByteSize):  # an int subclass whose unpickling imports pydantic
-        return int(value)
-    return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http
 import re
 import time
+from dataclasses import dataclass
 from email.utils import formatdate
 
 # RFC 9110 §5.6.2 tokens. Names the app sends are checked once and remembered.
@@ -57,22 +58,28 @@ def status_line(status: int, http11: bool = True) -> bytes:
     return line
 
 
+@dataclass(frozen=True)
+class HeaderSettings:
+    """Which default headers a response gets (filled by the plan from `server`)."""
+
+    server_header: bool
+    date_header: bool
+    #: Extra (name, value) fields added to every response.
+    extra: tuple[tuple[str, str], ...]
+
+
 class DefaultHeaders:
     """Server, Date and configured headers, added to a response unless the app set them."""
 
-    def __init__(
-        self,
-        *,
-        server_header: bool = True,
-        date_header: bool = True,
-        extra: tuple[tuple[str, str], ...] = (),
-    ) -> None:
+    def __init__(self, settings: HeaderSettings) -> None:
         pairs: list[tuple[bytes, bytes]] = []
-        if server_header:
+        if settings.server_header:
             pairs.append((b"server", b"palfrey"))
-        pairs.extend((name.lower().encode("latin-1"), v.encode("latin-1")) for name, v in extra)
+        pairs.extend(
+            (name.lower().encode("latin-1"), v.encode("latin-1")) for name, v in settings.extra
+        )
         self._pairs = pairs
-        self.date_header = date_header
+        date_header = self.date_header = settings.date_header
         self.names = frozenset(name for name, _ in pairs) | (
             {b"date"} if date_header else frozenset()
         )

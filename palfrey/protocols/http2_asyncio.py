@@ -39,11 +39,13 @@ from palfrey.protocols.http2_fields import (
     response_block,
 )
 from palfrey.protocols.http2_frames import ErrorCode
+from palfrey.protocols.http2_websocket import start_websocket
 from palfrey.protocols.http11_base import LINGER
 from palfrey.transports.asyncio_stream import addresses, set_nodelay, tls_extension
 
 if TYPE_CHECKING:
-    from palfrey.protocols.context import ConnectionContext, Receive, Scope, Send
+    from palfrey.asgi.types import Receive, Scope, Send
+    from palfrey.protocols.context import ConnectionContext
     from palfrey.protocols.http2_websocket import H2WebSocket
     from palfrey.protocols.websocket_core import WebSocketSettings
 
@@ -421,16 +423,16 @@ class HTTP2Protocol(asyncio.Protocol):
         stream = HTTP2Stream(self, sid, event.ended)
         self.streams[sid] = stream
         scope = self._scope(request)
-        if request.protocol is not None:
-            from palfrey.protocols.http2_websocket import start_websocket
-
-            start_websocket(self, stream, scope, request)
-            return
         ctx = self.ctx
         app = ctx.app
         length = request.content_length
         limit = ctx.limits.max_body_size
-        if request.method == b"CONNECT":
+        if request.protocol is not None:
+            problem = start_websocket(self, stream, scope, request)
+            if problem is None:
+                return
+            app = plain_response(*problem)
+        elif request.method == b"CONNECT":
             app = _CONNECT_REFUSED
         elif limit is not None and length is not None and length > limit:
             app = _TOO_LARGE

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from palfrey.protocols import http2_frames as frames
 from palfrey.protocols.http2_fields import Request, parse_request, trailers_ok
@@ -36,9 +35,6 @@ from palfrey.protocols.http2_frames import (
     StreamError,
 )
 from palfrey.protocols.http2_hpack import DecodeError, Decoder, HeaderListTooLarge
-
-if TYPE_CHECKING:
-    from palfrey.config.runtime import RuntimeConfig
 
 __all__ = [
     "ConnectionTerminated",
@@ -65,31 +61,17 @@ _MISS = object()
 
 @dataclass(frozen=True)
 class HTTP2Settings:
-    """The `http2` section as a connection needs it (read once per server)."""
+    """The `http2` section as a connection needs it (filled by the plan)."""
 
-    max_concurrent_streams: int = 100
-    initial_window_size: int = 65535
-    max_frame_size: int = 16384
-    max_header_list_size: int = 65536
-    ping_interval: float | None = None
-    max_client_resets: int = 200
-    max_control_frames: int = 1000
+    max_concurrent_streams: int
+    initial_window_size: int
+    max_frame_size: int
+    max_header_list_size: int
+    ping_interval: float | None
+    max_client_resets: int
+    max_control_frames: int
     #: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3): WebSocket over HTTP/2.
-    connect_protocol: bool = False
-
-    @classmethod
-    def from_config(cls, config: RuntimeConfig, *, websocket: bool = False) -> HTTP2Settings:
-        section = config.http2
-        return cls(
-            max_concurrent_streams=section.max_concurrent_streams,
-            initial_window_size=int(section.initial_window_size),
-            max_frame_size=int(section.max_frame_size),
-            max_header_list_size=int(section.max_header_list_size),
-            ping_interval=section.ping_interval,
-            max_client_resets=section.max_client_resets,
-            max_control_frames=section.max_control_frames,
-            connect_protocol=websocket,
-        )
+    connect_protocol: bool
 
 
 # -- events --------------------------------------------------------------------------------

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from palfrey.asgi.http_cycle import HTTPCycle
-from palfrey.protocols.http2_asyncio import plain_response
 from palfrey.protocols.http2_fields import response_block
 from palfrey.protocols.http2_frames import ErrorCode
 from palfrey.protocols.websocket_endpoint import WebSocketEndpoint, scope_extensions
 
 if TYPE_CHECKING:
-    from palfrey.protocols.context import ConnectionContext, Scope
+    from palfrey.asgi.types import Scope
+    from palfrey.protocols.context import ConnectionContext
     from palfrey.protocols.http2_asyncio import HTTP2Protocol, HTTP2Stream
     from palfrey.protocols.http2_fields import Request
     from palfrey.protocols.websocket_core import WebSocketSettings
@@ -26,21 +25,15 @@ __all__ = ["H2WebSocket", "start_websocket"]
 
 def start_websocket(
     conn: HTTP2Protocol, stream: HTTP2Stream, scope: Scope, request: Request
-) -> None:
-    """RFC 8441 §4: an extended CONNECT with `:protocol: websocket`."""
+) -> tuple[int, bytes] | None:
+    """RFC 8441 §4: an extended CONNECT with `:protocol: websocket` starts the session;
+    anything else is a (status, text) to answer as plain HTTP."""
     settings = conn.websocket
     version = next((v for n, v in request.headers if n == b"sec-websocket-version"), None)
-    problem = None
     if settings is None or request.protocol != b"websocket":
-        problem = plain_response(501, b"Unsupported :protocol")
-    elif version != b"13":
-        problem = plain_response(400, b"Unsupported Sec-WebSocket-Version")  # RFC 6455 §4.2.1
-    if problem is not None:
-        cycle = HTTPCycle(scope, stream, conn.ctx, more_body=not stream.remote_ended)
-        stream.cycle = cycle
-        cycle.start(problem, conn.loop)
-        return
-    assert settings is not None
+        return 501, b"Unsupported :protocol"
+    if version != b"13":
+        return 400, b"Unsupported Sec-WebSocket-Version"  # RFC 6455 §4.2.1
     scope["type"] = "websocket"
     scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
     scope["subprotocols"] = _subprotocols(request.headers)
@@ -49,6 +42,7 @@ def start_websocket(
     offers = [v for n, v in request.headers if n == b"sec-websocket-extensions"]
     endpoint = stream.ws = H2WebSocket(conn.ctx, settings, stream)
     endpoint.start(scope, offers)
+    return None
 
 
 def _subprotocols(headers: list[tuple[bytes, bytes]]) -> list[str]:

@@ -32,7 +32,8 @@ from palfrey.protocols.websocket_core import (
 )
 
 if TYPE_CHECKING:
-    from palfrey.protocols.context import ConnectionContext, Scope
+    from palfrey.asgi.types import Scope
+    from palfrey.protocols.context import ConnectionContext
     from palfrey.protocols.websocket_core import WebSocketSettings
 
 logger = logging.getLogger("palfrey.error")

@@ -28,15 +28,15 @@ from palfrey.protocols.http2_connection import (
     CLOSED_MEMORY,
     CONTINUATION_LIMIT,
     ConnectionTerminated,
-    HTTP2Settings,
     RequestReceived,
     ServerConnection,
     StreamReset,
 )
 from palfrey.protocols.http2_fields import ENCODER
+from tests.helpers.plans import h2_settings
 
 EXAMPLES = int(os.environ.get("PALFREY_FUZZ_EXAMPLES", "300"))
-SETTINGS = HTTP2Settings(
+SETTINGS = h2_settings(
     max_concurrent_streams=4,
     initial_window_size=4096,
     max_frame_size=16384,

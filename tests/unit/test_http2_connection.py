@@ -31,6 +31,7 @@ from palfrey.protocols.http2_connection import (
 )
 from palfrey.protocols.http2_fields import ENCODER
 from palfrey.protocols.http2_frames import ErrorCode
+from tests.helpers.plans import h2_settings
 
 REQUEST = [(":method", "GET"), (":scheme", "http"), (":path", "/p?q=1"), (":authority", "a")]
 
@@ -42,7 +43,7 @@ class Pair:
         self, settings: HTTP2Settings | None = None, client: dict[int, int] | None = None
     ) -> None:
         self.now = 0.0
-        self.server = ServerConnection(settings or HTTP2Settings(), self.now)
+        self.server = ServerConnection(settings or h2_settings(), self.now)
         self.client = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
@@ -143,7 +144,7 @@ def test_response_waits_for_window_credit_and_drains() -> None:
 
 
 def test_request_body_credit_is_returned_by_acknowledge() -> None:
-    pair = Pair(HTTP2Settings(initial_window_size=65535))
+    pair = Pair(h2_settings(initial_window_size=65535))
     sid = pair.client.get_next_available_stream_id()
     pair.client.send_headers(sid, [(":method", "POST"), *REQUEST[1:]])
     for size in (16384, 16384, 16384, 16383):
@@ -171,7 +172,7 @@ def test_settings_initial_window_change_moves_open_streams() -> None:
 
 
 def test_over_the_stream_limit_is_refused_and_hpack_stays_in_step() -> None:
-    conn = _connected(HTTP2Settings(max_concurrent_streams=2))
+    conn = _connected(h2_settings(max_concurrent_streams=2))
     encoder = hpack.Encoder()  # a dynamic table: the refused block must still be decoded
     fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/x"), (b":authority", b"a")]
 
@@ -204,7 +205,7 @@ def test_client_reset_reaches_the_app_and_late_frames_are_stream_errors() -> Non
 def test_response_before_the_request_ends_keeps_checking_the_request() -> None:
     # §8.1: the response may complete first; the request body is still checked
     # (content-length, trailers), and the client is asked to stop once out of credit.
-    conn = _connected(HTTP2Settings(initial_window_size=65535))
+    conn = _connected(h2_settings(initial_window_size=65535))
     conn.receive(_headers(1, end_stream=False, extra=[(b"content-length", b"3")]), 0)
     respond(conn, 1)
     conn.data_to_send()
@@ -285,10 +286,10 @@ def test_graceful_goaway_lets_streams_finish_and_refuses_new_ones() -> None:
 @pytest.mark.parametrize(
     ("settings", "frame", "code"),
     [
-        (HTTP2Settings(max_control_frames=5), frames.ping(b"12345678", False), 0xB),
-        (HTTP2Settings(max_control_frames=5), frames.settings({}), 0xB),
-        (HTTP2Settings(max_control_frames=5), frames.frame(frames.DATA, 0, 1, b""), 0xB),
-        (HTTP2Settings(max_client_resets=5), None, 0xB),
+        (h2_settings(max_control_frames=5), frames.ping(b"12345678", False), 0xB),
+        (h2_settings(max_control_frames=5), frames.settings({}), 0xB),
+        (h2_settings(max_control_frames=5), frames.frame(frames.DATA, 0, 1, b""), 0xB),
+        (h2_settings(max_client_resets=5), None, 0xB),
     ],
     ids=["ping", "settings", "empty-data", "rapid-reset"],
 )
@@ -308,14 +309,14 @@ def test_floods_get_enhance_your_calm(
 
 
 def test_flood_budget_refills_with_time() -> None:
-    conn = _connected(HTTP2Settings(max_control_frames=10))
+    conn = _connected(h2_settings(max_control_frames=10))
     for second in range(30):  # one a second: the rate the budget refills at
         assert not conn.receive(frames.ping(b"12345678", False), float(second)), second
 
 
 def test_upgrade_makes_stream_one_half_closed() -> None:
     values = frames.settings({frames.Setting.INITIAL_WINDOW_SIZE: 1000})[9:]
-    conn = ServerConnection(HTTP2Settings(), 0.0, upgrade_settings=values)
+    conn = ServerConnection(h2_settings(), 0.0, upgrade_settings=values)
     conn.data_to_send()
     conn.receive(frames.PREFACE + frames.settings({}), 0)
     conn.send_headers(1, ENCODER.status(200))
@@ -324,7 +325,7 @@ def test_upgrade_makes_stream_one_half_closed() -> None:
 
 
 def test_invalid_preface_is_a_protocol_error() -> None:
-    conn = ServerConnection(HTTP2Settings(), 0.0)
+    conn = ServerConnection(h2_settings(), 0.0)
     conn.data_to_send()
     [event] = conn.receive(b"INVALID CONNECTION PREFACE\r\n\r\n", 0)
     assert (event.code, event.last_stream_id) == (ErrorCode.PROTOCOL_ERROR, 0)
@@ -355,7 +356,7 @@ def test_serving_path_does_not_import_h2() -> None:
 
 
 def _connected(settings: HTTP2Settings | None = None) -> ServerConnection:
-    conn = ServerConnection(settings or HTTP2Settings(), 0.0)
+    conn = ServerConnection(settings or h2_settings(), 0.0)
     conn.receive(frames.PREFACE + frames.settings({}) + frames.SETTINGS_ACK, 0)
     conn.receive(frames.window_update(0, (1 << 30)), 0)
     conn.data_to_send()
