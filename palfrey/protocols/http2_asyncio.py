@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from palfrey.asgi.http_cycle import HTTPCycle
 from palfrey.protocols.context import http_scope
-from palfrey.protocols.http2_connection import (
+from palfrey.protocols.http2_connection import HTTP2Settings, ServerConnection
+from palfrey.protocols.http2_events import (
     ConnectionTerminated,
     DataReceived,
-    HTTP2Settings,
     PingAcked,
     RequestReceived,
-    ServerConnection,
     StreamDrained,
     StreamReset,
 )

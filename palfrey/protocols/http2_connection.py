@@ -23,6 +23,15 @@ from collections import deque
 from dataclasses import dataclass
 
 from palfrey.protocols import http2_frames as frames
+from palfrey.protocols.http2_events import (
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    PingAcked,
+    RequestReceived,
+    StreamDrained,
+    StreamReset,
+)
 from palfrey.protocols.http2_fields import Request, parse_request, trailers_ok
 from palfrey.protocols.http2_frames import (
     DEFAULT_WINDOW,
@@ -72,74 +81,6 @@ class HTTP2Settings:
     max_control_frames: int
     #: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3): WebSocket over HTTP/2.
     connect_protocol: bool
-
-
-# -- events --------------------------------------------------------------------------------
-
-
-class RequestReceived:
-    """A checked request HEADERS block opened a stream (`ended`: END_STREAM with it)."""
-
-    __slots__ = ("ended", "request", "stream_id")
-
-    def __init__(self, stream_id: int, request: Request, ended: bool) -> None:
-        self.stream_id = stream_id
-        self.request = request
-        self.ended = ended
-
-
-class DataReceived:
-    """Request body bytes (padding removed); `ended` when END_STREAM came with them or
-    with a trailer section (trailers are checked and dropped: ASGI has none)."""
-
-    __slots__ = ("data", "ended", "stream_id")
-
-    def __init__(self, stream_id: int, data: bytes, ended: bool) -> None:
-        self.stream_id = stream_id
-        self.data = data
-        self.ended = ended
-
-
-class StreamReset:
-    """A stream ended abnormally: reset by the client (`remote`) or by a stream error."""
-
-    __slots__ = ("code", "remote", "stream_id")
-
-    def __init__(self, stream_id: int, code: int, remote: bool) -> None:
-        self.stream_id = stream_id
-        self.code = code
-        self.remote = remote
-
-
-class StreamDrained:
-    """Response data that waited for flow-control credit has all been sent."""
-
-    __slots__ = ("stream_id",)
-
-    def __init__(self, stream_id: int) -> None:
-        self.stream_id = stream_id
-
-
-class PingAcked:
-    """The answer to our PING."""
-
-    __slots__ = ()
-
-
-class ConnectionTerminated:
-    """GOAWAY: received (`remote`), or sent for a connection error; the last event."""
-
-    __slots__ = ("code", "last_stream_id", "remote")
-
-    def __init__(self, code: int, last_stream_id: int, remote: bool) -> None:
-        self.code = code
-        self.last_stream_id = last_stream_id
-        self.remote = remote
-
-
-Event = (
-    RequestReceived | DataReceived | StreamReset | StreamDrained | PingAcked | ConnectionTerminated
-)
 
 
 # -- state ---------------------------------------------------------------------------------
