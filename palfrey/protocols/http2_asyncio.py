@@ -353,7 +353,8 @@ class HTTP2Protocol(asyncio.Protocol):
             self.extensions["tls"] = tls
         now = self.loop.time()
         upgrade, self.upgrade = self.upgrade, None
-        settings = None if upgrade is None else decode_settings(upgrade.settings)
+        # The negotiator only upgrades with a valid HTTP2-Settings; b"" keeps stream 1.
+        settings = None if upgrade is None else decode_settings(upgrade.settings) or b""
         self.core = ServerConnection(self.settings, now, upgrade_settings=settings)
         self._idle_since = self._last_read = now
         self._flush()

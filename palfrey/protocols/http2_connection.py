@@ -361,7 +361,9 @@ class ServerConnection:
         elif sid <= self.highest:
             self._decode(block)  # §4.3: keep the HPACK context in step
             self._late_headers(sid)
-        elif sid > self._refuse_above or len(self.streams) >= self.settings.max_concurrent_streams:
+        elif sid > self._refuse_above or (
+            len(self.streams) >= self.settings.max_concurrent_streams and not self._reap()
+        ):
             # §5.1.2, §6.8: not processed; the client may retry (REFUSED_STREAM, §8.7).
             self._decode(block)
             self.highest = sid
@@ -369,6 +371,16 @@ class ServerConnection:
         else:
             self.highest = sid
             self._request(sid, flags, block, self_dependent)
+
+    def _reap(self) -> bool:
+        """At the stream limit, end a stream whose response is complete but whose request
+        is not (see `_local_end`) with RST_STREAM NO_ERROR (§8.1), so that it does not
+        cost the client a new stream; whether one was found."""
+        for stream in self.streams.values():
+            if not stream.local_open:
+                self._refuse(stream.id, ErrorCode.NO_ERROR)
+                return True
+        return False
 
     def _request(self, sid: int, flags: int, block: bytes, self_dependent: bool) -> None:
         request = self._parse(block)

@@ -219,6 +219,16 @@ def test_response_before_the_request_ends_keeps_checking_the_request() -> None:
     assert _frames(conn.data_to_send())[-1] == ("RstStreamFrame", 3, ErrorCode.NO_ERROR)
 
 
+def test_at_the_stream_limit_a_finished_response_makes_room() -> None:
+    conn = _connected(h2_settings(max_concurrent_streams=1))
+    conn.receive(_headers(1, end_stream=False), 0)
+    respond(conn, 1)  # complete, while the request is not: the stream stays open
+    conn.data_to_send()
+    [event] = conn.receive(_headers(3), 0)
+    assert event.stream_id == 3
+    assert _frames(conn.data_to_send()) == [("RstStreamFrame", 1, ErrorCode.NO_ERROR)]
+
+
 def test_zero_window_update_on_any_known_stream_is_a_stream_error() -> None:
     conn = _connected()
     conn.receive(_headers(1, end_stream=False), 0)
