@@ -379,10 +379,11 @@ class HTTP2Protocol(asyncio.Protocol):
             return
         now = self._last_read = self.loop.time()
         events = self.core.receive(data, now)
-        if events and type(events[-1]) is ConnectionTerminated:
-            self._terminated(events.pop())  # type: ignore[arg-type]
-            if self._closed:
-                return
+        last = events[-1] if events else None
+        if type(last) is ConnectionTerminated and not last.remote:
+            # A connection error: GOAWAY is queued and nothing in this read is served.
+            self._terminated(last)
+            return
         self._receiving = True
         try:
             for event in events:
@@ -490,6 +491,8 @@ class HTTP2Protocol(asyncio.Protocol):
                 self.retire(stream)
         elif kind is PingAcked:
             self._ping_out = False
+        elif kind is ConnectionTerminated:
+            self._terminated(event)  # the client's GOAWAY, after the streams it opened
 
     def _terminated(self, event: ConnectionTerminated) -> None:
         if event.remote and event.code == ErrorCode.NO_ERROR:

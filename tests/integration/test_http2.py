@@ -412,14 +412,18 @@ def test_cleartext_first_line_neither_http1_nor_preface(server: RunningServer) -
     assert data.startswith(b"HTTP/1.1 400 ")
 
 
-def test_client_goaway_lets_streams_in_flight_finish(server: RunningServer) -> None:
+@pytest.mark.parametrize("together", [True, False], ids=["one-write", "two-writes"])
+def test_client_goaway_lets_streams_in_flight_finish(server: RunningServer, together: bool) -> None:
     peer = H2Peer(server.address)
-    sid = peer.request("/sleep?0.3")
+    fields = [(":method", "GET"), (":scheme", "http"), (":path", "/sleep?0.3")]
+    peer.conn.send_headers(1, [*fields, (":authority", "localhost")], end_stream=True)
+    if not together:
+        peer.flush()
+        time.sleep(0.1)
     peer.conn.close_connection()  # GOAWAY NO_ERROR from the client
-    peer.flush()
+    peer.flush()  # with `together`, HEADERS and GOAWAY reach the server in one read
     # h2's client closes its state machine after its own GOAWAY: read the raw bytes.
     data = _read_all(peer.sock)
     assert b"slept" in data  # stream 1's response, then our GOAWAY and the close
     assert _goaway_code(data) == h2.errors.ErrorCodes.NO_ERROR
-    assert sid == 1
     peer.close()
