@@ -698,6 +698,8 @@ class ServerConnection:
         if stream is None or not stream.local_open or stream.pending_end or self.closed:
             return
         size = len(data)
+        if not size and not end_stream:
+            return  # an empty DATA frame carries nothing
         if (
             not stream.pending_size
             and size <= self._conn_send
