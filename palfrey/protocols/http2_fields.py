@@ -176,6 +176,8 @@ _DEFAULT_BLOCKS: dict[int, tuple[bytes, bytes]] = {}
 def response_block(status: int, headers: Any, defaults: DefaultHeaders) -> bytes:
     """The HPACK block of a response: `:status`, the app's fields lower-cased without
     connection-specific ones (§8.2.2), then the server's defaults not already sent."""
+    if not 200 <= status <= 999:
+        raise RuntimeError(f"invalid final response status {status!r}")  # as on HTTP/1.1
     parts = [ENCODER.status(status)]
     plain = _PLAIN.get(defaults)
     if plain is None:
