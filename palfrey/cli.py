@@ -48,7 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve_launch(launch)
     args = list(sys.argv[1:] if argv is None else argv)
     command = argv is None
-    outcome = validate_in_child(lambda: front(args)) if command and can_fork() else front(args)
+    if command and can_fork():
+        import palfrey.plan.plan  # noqa: F401 - both processes need it: imported once, before
+
+        outcome = validate_in_child(lambda: front(args))
+    else:
+        outcome = front(args)
     if isinstance(outcome, int):
         return outcome
     return serve_launch(outcome, launched=command)

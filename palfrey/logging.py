@@ -14,10 +14,8 @@ keeps working unchanged. Palfrey itself only ever logs to "palfrey.*".
 
 from __future__ import annotations
 
-import http
 import json
 import logging
-import logging.config
 import os
 import sys
 from copy import copy
@@ -164,6 +162,8 @@ class AccessFormatter(ColourizedFormatter):
 
 
 def _status_text(status: int) -> str:
+    import http  # imported on the first access line: not needed to read a configuration
+
     try:
         return f"{status} {http.HTTPStatus(status).phrase}"
     except ValueError:
@@ -270,6 +270,8 @@ def configure_logging(settings: LoggingSettings) -> None:
     --log-config does; the level is then applied only when set explicitly (a file's own
     levels win otherwise). Disabling the access log removes the access logger's handlers.
     """
+    import logging.config  # here, not at import: the validating process never applies it
+
     logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
     # A reload (SIGHUP) configures again: undo what a previous access_log=False did.
     logging.getLogger("palfrey.access").disabled = False

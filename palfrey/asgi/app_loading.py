@@ -11,25 +11,13 @@ import asyncio
 import importlib
 import inspect
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from palfrey.asgi.adapters import ASGI2Adapter
+from palfrey.asgi.settings import AppSpec
 
 if TYPE_CHECKING:
     from palfrey.asgi.types import ASGIApp
-
-
-@dataclass(frozen=True)
-class AppSpec:
-    """Which app to serve and how to call it (filled from the config by the plan)."""
-
-    #: "module:attribute" (attributes may be dotted); None when the app object is given.
-    target: str | None
-    factory: bool
-    #: Put first on sys.path before importing; "" is the current directory.
-    app_dir: str
-    interface: str  # "auto", "asgi3", "asgi2" or "wsgi"
 
 
 class AppLoadError(Exception):

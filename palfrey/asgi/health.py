@@ -8,29 +8,13 @@ moment shutdown begins, so a load balancer stops sending new requests during the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from palfrey.asgi.settings import HealthPaths
     from palfrey.asgi.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["DEFAULT_LIVENESS", "DEFAULT_READINESS", "HealthPaths", "health_app"]
-
-DEFAULT_LIVENESS = "/healthz"
-DEFAULT_READINESS = "/readyz"
-
-
-@dataclass(frozen=True)
-class HealthPaths:
-    """The `health` section's paths (filled by the plan); None: not answered in front of
-    the app."""
-
-    liveness: str | None
-    readiness: str | None
-
-    def for_listener(self) -> tuple[str, str]:
-        """The paths a separate health listener answers (defaults when unset)."""
-        return self.liveness or DEFAULT_LIVENESS, self.readiness or DEFAULT_READINESS
+__all__ = ["health_app"]
 
 
 def health_app(app: ASGIApp, paths: HealthPaths, ready: Callable[[], bool]) -> ASGIApp:

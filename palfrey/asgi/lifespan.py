@@ -10,21 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
+from palfrey.asgi.settings import LifespanSettings
 from palfrey.asgi.types import ASGIApp, Message
 
 logger = logging.getLogger("palfrey.error")
-
-
-@dataclass(frozen=True)
-class LifespanSettings:
-    """The `lifespan` section (filled by the plan)."""
-
-    mode: str  # "auto", "on" or "off"
-    startup_timeout: float | None
-    shutdown_timeout: float | None
 
 
 class LifespanFailure(Exception):

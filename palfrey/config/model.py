@@ -1,7 +1,9 @@
 """The one definition of every Palfrey option.
 
 Each field's docstring is its documentation: the CLI help, the JSON schema, the env var
-names and docs/reference/configuration.md are all generated from this module. A field
+names and docs/reference/configuration.md are all generated from this module (the
+docstrings are read by palfrey.config.docs when documentation is asked for, not at
+import: building these models is on every start-up's path). A field
 that carries `Uvicorn(...)` metadata is a uvicorn 0.54 option and keeps uvicorn's flag,
 flat env name (`PALFREY_<PARAM>`) and default, unless its docstring says why not.
 """
@@ -9,7 +11,6 @@ flat env name (`PALFREY_<PARAM>`) and default, unless its docstring says why not
 from __future__ import annotations
 
 import ipaddress
-import ssl
 import typing
 from functools import cache
 from pathlib import Path
@@ -58,7 +59,6 @@ class Section(BaseModel):
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
-        use_attribute_docstrings=True,
         validate_default=True,
     )
 
@@ -296,7 +296,11 @@ class WebSocketSection(Section):
     keeps idle connections (pings still detect dead peers)."""
 
 
-_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+# ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED and ssl.PROTOCOL_TLS_SERVER, spelled as the
+# numbers they are: the ssl module is not needed to read a configuration (a test checks
+# they match).
+_CERT_REQS = {"none": 0, "optional": 1, "required": 2}
+PROTOCOL_TLS_SERVER = 17
 
 
 def _cert_reqs(value: Any) -> Any:
@@ -326,7 +330,7 @@ class TLSSection(Section):
     """Read the key password from this file (e.g. a mounted Kubernetes Secret); trailing
     newlines are ignored."""
 
-    version: Annotated[int, Uvicorn("ssl_version")] = int(ssl.PROTOCOL_TLS_SERVER)
+    version: Annotated[int, Uvicorn("ssl_version")] = PROTOCOL_TLS_SERVER
     """ssl module protocol constant, as uvicorn takes it. Versions below
     minimum_version are refused whatever this says."""
 

@@ -11,8 +11,6 @@ module are imported only by the checks that need them.
 
 from __future__ import annotations
 
-import configparser
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -60,6 +58,9 @@ def _origin(origins: Origins, key: str) -> Origin | None:
 
 def _log_config_problem(path: Path) -> Problem | None:
     """Parse a --log-config file the way configure_logging will read it."""
+    import configparser
+    import json
+
     import yaml
 
     try:
@@ -140,7 +141,8 @@ def plan_problems(exc: PlanError, origins: Origins) -> list[Problem]:
 
 
 def _app_problems(config: Config) -> list[Problem]:
-    from palfrey.asgi.app_loading import AppLoadError, AppSpec, load_app
+    from palfrey.asgi.app_loading import AppLoadError, load_app
+    from palfrey.asgi.settings import AppSpec
 
     spec = AppSpec(config.app, config.factory, config.app_dir, config.interface)
     try:

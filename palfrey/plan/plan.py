@@ -23,21 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from palfrey.asgi.app_loading import AppSpec
-from palfrey.asgi.health import HealthPaths
-from palfrey.asgi.lifespan import LifespanSettings
+from palfrey.asgi.settings import AppSpec, HealthPaths, LifespanSettings
 from palfrey.logging import LoggingSettings, default_logging_config
 from palfrey.plan import registry
 from palfrey.plan.listeners import ListenerSpec, listener_specs, parse_bind
 from palfrey.plan.secret import Secret
-from palfrey.plan.tls import TLSSpec
-from palfrey.protocols.http11_response import HeaderSettings
-from palfrey.protocols.limits import HTTPLimits
-from palfrey.protocols.websocket_core import WebSocketSettings
+from palfrey.protocols.settings import HeaderSettings, HTTP2Settings, HTTPLimits, WebSocketSettings
 
 if TYPE_CHECKING:
     from palfrey.config.model import Config
-    from palfrey.protocols.http2_connection import HTTP2Settings
 
 __all__ = [
     "REQUEST_BODY_BUFFER",
@@ -48,6 +42,7 @@ __all__ = [
     "ProcessPlan",
     "ReloadPlan",
     "ServerPlan",
+    "TLSSpec",
     "plan",
 ]
 
@@ -64,6 +59,28 @@ class PlanError(Exception):
     def __init__(self, problems: list[tuple[tuple[str, ...], str]]) -> None:
         self.problems = problems
         super().__init__("; ".join(message for _, message in problems))
+
+
+@dataclass(frozen=True)
+class TLSSpec:
+    """The `tls` section, for listeners that speak TLS (certfile set); palfrey.plan.tls
+    builds the SSLContext from it."""
+
+    certfile: Path
+    keyfile: Path | None
+    password: Secret | None
+    password_file: Path | None
+    #: uvicorn's ssl_version (an ssl module protocol constant).
+    version: int
+    minimum_version: str  # "1.2" or "1.3"
+    cert_reqs: int
+    ca_certs: Path | None
+    ciphers: str | None
+
+    def files(self) -> list[Path]:
+        """The files the context is built from (watched for in-place reloads)."""
+        found = [self.certfile, self.keyfile, self.ca_certs, self.password_file]
+        return [path for path in found if path is not None]
 
 
 @dataclass(frozen=True)
@@ -290,8 +307,6 @@ def _http2(config: Config) -> HTTP2Settings | None:
     section = config.http2
     if not section.enabled:
         return None
-    from palfrey.protocols.http2_connection import HTTP2Settings
-
     return HTTP2Settings(
         max_concurrent_streams=section.max_concurrent_streams,
         initial_window_size=int(section.initial_window_size),

@@ -9,34 +9,12 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from palfrey.plan.secret import Secret
+from palfrey.plan.plan import TLSSpec
 from palfrey.transports.tls_scope import remember_server_cert, server_cert
 
-__all__ = ["TLSConfigError", "TLSSpec", "create_ssl_context", "reload_in_place"]
-
-
-@dataclass(frozen=True)
-class TLSSpec:
-    """The `tls` section, for a listener that speaks TLS (certfile set)."""
-
-    certfile: Path
-    keyfile: Path | None
-    password: Secret | None
-    password_file: Path | None
-    #: uvicorn's ssl_version (an ssl module protocol constant).
-    version: int
-    minimum_version: str  # "1.2" or "1.3"
-    cert_reqs: int
-    ca_certs: Path | None
-    ciphers: str | None
-
-    def files(self) -> list[Path]:
-        """The files the context is built from (watched for in-place reloads)."""
-        found = [self.certfile, self.keyfile, self.ca_certs, self.password_file]
-        return [path for path in found if path is not None]
+__all__ = ["TLSConfigError", "create_ssl_context", "reload_in_place"]
 
 
 class TLSConfigError(Exception):

@@ -14,11 +14,11 @@ from urllib.parse import unquote, unquote_to_bytes
 
 from palfrey.asgi.types import ASGIApp, Scope
 from palfrey.protocols.http11_response import DefaultHeaders
-from palfrey.protocols.limits import HTTPLimits
+from palfrey.protocols.settings import HTTPLimits
 
 if TYPE_CHECKING:
     from palfrey.asgi.http_cycle import HTTPCycle
-    from palfrey.protocols.websocket_core import WebSocketSettings
+    from palfrey.protocols.settings import WebSocketSettings
 
 
 AccessLog = Callable[[Scope, int, int, float], None]

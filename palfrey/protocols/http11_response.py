@@ -10,8 +10,9 @@ from __future__ import annotations
 import http
 import re
 import time
-from dataclasses import dataclass
 from email.utils import formatdate
+
+from palfrey.protocols.settings import HeaderSettings
 
 # RFC 9110 §5.6.2 tokens. Names the app sends are checked once and remembered.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
@@ -56,16 +57,6 @@ def status_line(status: int, http11: bool = True) -> bytes:
     if http11:
         _STATUS_LINES_11[status] = line
     return line
-
-
-@dataclass(frozen=True)
-class HeaderSettings:
-    """Which default headers a response gets (filled by the plan from `server`)."""
-
-    server_header: bool
-    date_header: bool
-    #: Extra (name, value) fields added to every response.
-    extra: tuple[tuple[str, str], ...]
 
 
 class DefaultHeaders:

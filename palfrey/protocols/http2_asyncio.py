@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from palfrey.asgi.http_cycle import HTTPCycle
 from palfrey.protocols.context import http_scope
-from palfrey.protocols.http2_connection import HTTP2Settings, ServerConnection
+from palfrey.protocols.http2_connection import ServerConnection
 from palfrey.protocols.http2_events import (
     ConnectionTerminated,
     DataReceived,
@@ -40,13 +40,14 @@ from palfrey.protocols.http2_fields import (
 from palfrey.protocols.http2_frames import ErrorCode
 from palfrey.protocols.http2_websocket import start_websocket
 from palfrey.protocols.http11_base import LINGER
+from palfrey.protocols.settings import HTTP2Settings
 from palfrey.transports.asyncio_stream import addresses, set_nodelay, tls_extension
 
 if TYPE_CHECKING:
     from palfrey.asgi.types import Receive, Scope, Send
     from palfrey.protocols.context import ConnectionContext
     from palfrey.protocols.http2_websocket import H2WebSocket
-    from palfrey.protocols.websocket_core import WebSocketSettings
+    from palfrey.protocols.settings import WebSocketSettings
 
 __all__ = ["HTTP2Protocol", "HTTP2Stream", "Upgrade"]
 

@@ -20,7 +20,6 @@ GOAWAY, emits `ConnectionTerminated` and ignores all later input.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from palfrey.protocols import http2_frames as frames
 from palfrey.protocols.http2_events import (
@@ -44,11 +43,11 @@ from palfrey.protocols.http2_frames import (
     StreamError,
 )
 from palfrey.protocols.http2_hpack import DecodeError, Decoder, HeaderListTooLarge
+from palfrey.protocols.settings import HTTP2Settings
 
 __all__ = [
     "ConnectionTerminated",
     "DataReceived",
-    "HTTP2Settings",
     "PingAcked",
     "RequestReceived",
     "ServerConnection",
@@ -66,21 +65,6 @@ _unpack_header = frames.HEADER.unpack_from
 # How a remembered stream closed.
 _ENDED, _RESET_BY_US, _RESET_BY_PEER = 0, 1, 2
 _MISS = object()
-
-
-@dataclass(frozen=True)
-class HTTP2Settings:
-    """The `http2` section as a connection needs it (filled by the plan)."""
-
-    max_concurrent_streams: int
-    initial_window_size: int
-    max_frame_size: int
-    max_header_list_size: int
-    ping_interval: float | None
-    max_client_resets: int
-    max_control_frames: int
-    #: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3): WebSocket over HTTP/2.
-    connect_protocol: bool
 
 
 # -- state ---------------------------------------------------------------------------------

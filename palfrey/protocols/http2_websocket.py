@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from palfrey.protocols.context import ConnectionContext
     from palfrey.protocols.http2_asyncio import HTTP2Protocol, HTTP2Stream
     from palfrey.protocols.http2_fields import Request
-    from palfrey.protocols.websocket_core import WebSocketSettings
+    from palfrey.protocols.settings import WebSocketSettings
 
 __all__ = ["H2WebSocket", "start_websocket"]
 

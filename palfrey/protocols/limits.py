@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from palfrey.protocols.settings import HTTPLimits
+
 
 class ProtocolError(Exception):
     """A request the server must refuse: answered with `status`, then the connection closes."""
@@ -22,22 +24,6 @@ class ProtocolError(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class HTTPLimits:
-    """What an HTTP connection enforces (filled by the plan from `http`, `limits` and
-    `timeouts`; the defaults live in the config model only)."""
-
-    max_head_size: int
-    max_request_line: int
-    max_header_count: int
-    max_body_size: int | None
-    keep_alive: float
-    header_read: float | None
-    #: Request-body bytes buffered for an app that is not calling `receive` before the
-    #: socket stops being read (backpressure towards the client).
-    body_buffer: int
 
 
 # The methods llhttp knows (httptools cannot parse any other), so h11 serves the same set.

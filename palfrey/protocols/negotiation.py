@@ -31,10 +31,9 @@ from typing import TYPE_CHECKING, Any
 import h11
 
 from palfrey.protocols.http2_asyncio import HTTP2Protocol, Upgrade
-from palfrey.protocols.http2_connection import HTTP2Settings
 from palfrey.protocols.http2_fields import decode_settings
 from palfrey.protocols.http2_frames import PREFACE
-from palfrey.protocols.websocket_core import WebSocketSettings
+from palfrey.protocols.settings import HTTP2Settings, WebSocketSettings
 
 if TYPE_CHECKING:
     from palfrey.protocols.context import ConnectionContext

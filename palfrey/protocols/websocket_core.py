@@ -8,7 +8,6 @@
 - `Engine` / `EngineSink`: what a framing backend (wsproto, websockets) offers and calls.
   An engine turns received bytes into whole messages and control events and frames
   outgoing messages; it never does I/O and never sees the ASGI app.
-- `WebSocketSettings`: the `websocket` config section as a connection needs it.
 """
 
 from __future__ import annotations
@@ -289,29 +288,7 @@ def _on_first_use(module: str) -> EngineFactory:
     return make
 
 
-@dataclass(frozen=True)
-class WebSocketSettings:
-    """The `websocket` section as a connection uses it (filled by the plan), with the
-    backend resolved to an installed library."""
-
-    backend: str  # "wsproto", "websockets-sansio" or "none" (upgrades refused with 400)
-    max_size: int
-    max_queue: int
-    ping_interval: float | None
-    ping_timeout: float | None
-    per_message_deflate: bool
-    handshake_timeout: float | None
-    close_timeout: float
-    idle_timeout: float | None
-
-    @property
-    def engine(self) -> EngineFactory | None:
-        """The backend's frame engine factory (importing the library on first use), or
-        None when WebSockets are off."""
-        return _engine_factory(self.backend)
-
-
 @cache
-def _engine_factory(backend: str) -> EngineFactory | None:
+def engine_factory(backend: str) -> EngineFactory | None:
     module = _ENGINES.get(backend)
     return None if module is None else _on_first_use(module)

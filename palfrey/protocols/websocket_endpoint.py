@@ -34,7 +34,7 @@ from palfrey.protocols.websocket_core import (
 if TYPE_CHECKING:
     from palfrey.asgi.types import Scope
     from palfrey.protocols.context import ConnectionContext
-    from palfrey.protocols.websocket_core import WebSocketSettings
+    from palfrey.protocols.settings import WebSocketSettings
 
 logger = logging.getLogger("palfrey.error")
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from palfrey.asgi.health import HealthPaths
+    from palfrey.asgi.settings import HealthPaths
     from palfrey.plan.listeners import ListenerSpec
 
 __all__ = ["HealthProtocol", "open_health_listener", "serve_health"]

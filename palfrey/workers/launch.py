@@ -81,6 +81,9 @@ def validate_in_child(front: Callable[[], Launch | int]) -> Launch | int:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child; its outcome is what the tests check
         os.close(read_fd)
+        # Third-party pydantic plugins (found by scanning every installed distribution's
+        # entry points) have no business observing the server's own configuration.
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
         _child(front, write_fd)
     os.close(write_fd)
     _warm_up()

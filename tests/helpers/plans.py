@@ -10,8 +10,8 @@ from palfrey.asgi.types import ASGIApp
 from palfrey.config import load_config
 from palfrey.plan.plan import Plan, plan
 from palfrey.protocols.context import ConnectionContext
-from palfrey.protocols.http2_connection import HTTP2Settings
 from palfrey.protocols.http11_response import DefaultHeaders
+from palfrey.protocols.settings import HTTP2Settings
 
 
 def make_plan(argv: list[str] | None = None, **overrides: Any) -> Plan:

@@ -22,7 +22,6 @@ from palfrey.protocols.http2_connection import (
     CLOSED_MEMORY,
     ConnectionTerminated,
     DataReceived,
-    HTTP2Settings,
     PingAcked,
     RequestReceived,
     ServerConnection,
@@ -31,6 +30,7 @@ from palfrey.protocols.http2_connection import (
 )
 from palfrey.protocols.http2_fields import ENCODER
 from palfrey.protocols.http2_frames import ErrorCode
+from palfrey.protocols.settings import HTTP2Settings
 from tests.helpers.plans import h2_settings
 
 REQUEST = [(":method", "GET"), (":scheme", "http"), (":path", "/p?q=1"), (":authority", "a")]

@@ -11,7 +11,8 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from palfrey.plan.tls import TLSConfigError, TLSSpec, create_ssl_context
+from palfrey.plan.plan import TLSSpec
+from palfrey.plan.tls import TLSConfigError, create_ssl_context
 from tests.helpers.plans import make_plan
 
 TIMEOUT = 10
@@ -163,3 +164,14 @@ def test_rfc4514_escaping() -> None:
         (("commonName", " #lead"), ("emailAddress", "x@y")),
     )
     assert _rfc4514(subject) == "CN=\\ #lead+emailAddress=x@y,O=A\\+B\\, Inc,C=GB"
+
+
+def test_the_model_spells_the_ssl_constants_as_the_ssl_module_does() -> None:
+    from palfrey.config import model
+
+    assert int(ssl.PROTOCOL_TLS_SERVER) == model.PROTOCOL_TLS_SERVER
+    assert {
+        "none": int(ssl.CERT_NONE),
+        "optional": int(ssl.CERT_OPTIONAL),
+        "required": int(ssl.CERT_REQUIRED),
+    } == model._CERT_REQS
