@@ -41,7 +41,7 @@ from palfrey.protocols.http2_frames import ErrorCode
 from palfrey.protocols.http2_websocket import start_websocket
 from palfrey.protocols.http11_base import LINGER
 from palfrey.protocols.settings import HTTP2Settings
-from palfrey.transports.asyncio_stream import addresses, set_nodelay, tls_extension
+from palfrey.transports.asyncio_stream import addresses, connection_extensions, set_nodelay
 
 if TYPE_CHECKING:
     from palfrey.asgi.types import Receive, Scope, Send
@@ -348,10 +348,10 @@ class HTTP2Protocol(asyncio.Protocol):
             "http.response.early_hint": {},
             **self.ctx.extensions,
         }
-        tls = tls_extension(transport)
-        if tls is not None:
+        found = connection_extensions(transport)
+        self.extensions.update(found)
+        if "tls" in found:
             self.scheme = "https"
-            self.extensions["tls"] = tls
         now = self.loop.time()
         upgrade, self.upgrade = self.upgrade, None
         # The negotiator only upgrades with a valid HTTP2-Settings; b"" keeps stream 1.

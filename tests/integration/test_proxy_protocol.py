@@ -137,6 +137,7 @@ def test_h2c_prior_knowledge_after_the_header() -> None:
         assert response.status == 200
         seen = json.loads(bytes(response.body))
         assert (seen["client"], seen["http_version"]) == (["203.0.113.7", 56324], "2")
+        assert seen["proxy"]["version"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +167,7 @@ def test_tls_with_alpn_h2_after_the_header(pki: tuple[trustme.CA, Path, Path]) -
         peer.close()
         seen = json.loads(bytes(response.body))
         assert (seen["client"], seen["http_version"]) == (["2001:db8::7", 40000], "2")
+        assert seen["proxy"]["authority"] == "api.example"
         # HTTP/1.1 over TLS on the same listener, ALPN http/1.1.
         with socket.create_connection(running.address, timeout=TIMEOUT) as raw:
             raw.sendall(V1)
