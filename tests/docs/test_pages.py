@@ -51,13 +51,14 @@ _ASGI = frozenset(
     | {"startup", "shutdown", "http"}
 )
 # Names that are not settings: mistakes the pages show on purpose, placeholders, file
-# names in a mounted Secret, and attributes of a `server` object in Python examples.
+# and attributes of a `server` object in Python examples.
 _DELIBERATE = frozenset(
     {"server.prot", "PALFREY_SERVER__PROT", "PALFREY_WOKERS"}
-    | {"PALFREY_X", "PALFREY_SECTION__KEY", "tls.crt", "tls.key"}
+    | {"PALFREY_X", "PALFREY_SECTION__KEY"}
     | {"server.started", "server.addresses", "server.run"}
 )
 _KEY = re.compile(r"^(" + "|".join(SECTIONS) + r")\.([a-z_][a-z0-9_]*)\b")
+_FILE = re.compile(r"\.(py|toml|ya?ml|json|md|conf|crt|key|pem)$")
 _ENV = re.compile(r"\bPALFREY_[A-Z0-9_]*[A-Z0-9]\b")
 _META_ENV = frozenset({"PALFREY_CONFIG", "PALFREY_SECRETS_DIR"})
 
@@ -76,6 +77,8 @@ def test_the_settings_a_page_names_exist(page: Path) -> None:
     text = page.read_text(encoding="utf-8")
     unknown = []
     for span in re.findall(r"`([^`\n]+)`", text):
+        if _FILE.search(span):
+            continue  # a file name such as `server.py` or `tls.crt`
         found = _KEY.match(span)
         if found and found.group(2) not in _ASGI:
             key = f"{found.group(1)}.{found.group(2)}"
