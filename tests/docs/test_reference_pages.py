@@ -3,6 +3,7 @@ so a new option, exit code or error family cannot be added without its documenta
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import socket
@@ -134,3 +135,40 @@ def test_the_conformance_figures_match_the_committed_results() -> None:
     assert f"{len(CASES) * len(BACKENDS)} runs per CI build" in page
     frames = (ROOT / "tests" / "conformance" / "test_http2_frames.py").read_text()
     assert f"({frames.count(chr(10) + 'def test_')} tests)" in page
+
+
+def _message_templates() -> list[re.Pattern[str]]:
+    """Every string literal in palfrey/ as a pattern: %-placeholders and f-string fields
+    match anything (implicit concatenation is joined by the parser)."""
+    patterns = []
+    for path in (ROOT / "palfrey").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+            elif isinstance(node, ast.JoinedStr):
+                text = "".join(
+                    v.value if isinstance(v, ast.Constant) else "\x00" for v in node.values
+                )
+            else:
+                continue
+            parts = re.split(r"%[-#0 +]?\d*(?:\.\d+)?[sdfr]|\x00", text)
+            if sum(len(part) for part in parts) >= 15:
+                patterns.append(re.compile(".*".join(re.escape(part) for part in parts)))
+    return patterns
+
+
+def test_the_log_messages_listed_are_ones_palfrey_writes() -> None:
+    """Each message in 'Messages worth knowing' is one Palfrey's code writes (the values
+    shown in place of its placeholders aside)."""
+    page = (REFERENCE / "logging.md").read_text(encoding="utf-8")
+    section = page.split("## Messages worth knowing", 1)[1]
+    messages = [
+        match.group(1)
+        for line in section.splitlines()
+        if line.startswith("| `")
+        for match in re.finditer(r"`([^`]+)`", line.split("|")[1])
+    ]
+    assert len(messages) >= 10
+    templates = _message_templates()
+    missing = [m for m in messages if not any(t.fullmatch(m) for t in templates)]
+    assert not missing, "logging.md lists messages Palfrey does not write:\n" + "\n".join(missing)
