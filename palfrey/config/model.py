@@ -204,7 +204,7 @@ class HTTPSection(Section):
 
 
 class HTTP2Section(Section):
-    """HTTP/2 (h2), served on the same listeners as HTTP/1.1 when enabled."""
+    """HTTP/2, served on the same listeners as HTTP/1.1 when enabled."""
 
     enabled: Annotated[bool, Uvicorn("http2")] = False
     """Serve HTTP/2 beside HTTP/1.1: ALPN "h2" over TLS, prior knowledge and
