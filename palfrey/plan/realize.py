@@ -73,9 +73,7 @@ def operator_environ() -> dict[str, str]:
     """The environment as it was given to Palfrey: without what the env file added. A
     reload reads the layers from this, so the env file's new values are not shadowed by
     its old ones."""
-    return {
-        name: value for name, value in os.environ.items() if _INJECTED.get(name) != value
-    }
+    return {name: value for name, value in os.environ.items() if _INJECTED.get(name) != value}
 
 
 def apply_logging(plan: Plan) -> None:
