@@ -280,7 +280,7 @@ class JSONFormatter(logging.Formatter):
                 data[field] = record.__dict__[field]
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
+        return json.dumps(data, default=str, separators=(",", ":"))
 
 
 UVICORN_ACCESS_FORMAT = '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s'

@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from palfrey.config.binds import parse_bind_text
 from palfrey.config.types import VALUE_STYLE, FileMode, Flag, Header, Seconds, Size, Uvicorn
 
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -46,6 +47,14 @@ def _http_backend(value: Any) -> Any:
             f'expected "auto", "h11" or "httptools"; the --http flag and PALFREY_HTTP also '
             f'take "h2" and "h3"{custom}'
         )
+    return value
+
+
+def _check_import_string(value: str | None) -> str | None:
+    if value is not None:
+        module, sep, attribute = value.partition(":")
+        if not sep or not module.strip() or not attribute.strip():
+            raise ValueError('expected an import string "module:attribute", as in main:app')
     return value
 
 
@@ -115,7 +124,9 @@ class ServerSection(Section):
 
     bind: tuple[str, ...] = ()
     """Several listeners at once: "host:port", "[::1]:port", "unix:/path/to.sock" or
-    "fd://3". When set, it replaces host/port."""
+    "fd://3". When set, it replaces host/port. An entry may end with "?proxy=v1", "v2",
+    "auto" or "off" to set the PROXY protocol of that listener (overriding
+    proxy.protocol), as in "0.0.0.0:8443?proxy=v2"."""
 
     systemd_socket_activation: bool = True
     """Serve on sockets passed by systemd socket activation (LISTEN_FDS/LISTEN_PID)
@@ -176,13 +187,7 @@ class ServerSection(Section):
     @classmethod
     def _check_bind(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for item in value:
-            if item.startswith(("unix:", "fd://")):
-                continue
-            host, sep, port = item.rpartition(":")
-            if not sep or not host or not port.isdigit() or int(port) > 65535:
-                raise ValueError(
-                    f'{item!r} is not "host:port", "[::1]:port", "unix:/path" or "fd://N"'
-                )
+            parse_bind_text(item)
         return value
 
 
@@ -209,7 +214,7 @@ class HTTPSection(Section):
 
 
 class HTTP2Section(Section):
-    """HTTP/2 (h2), served on the same listeners as HTTP/1.1 when enabled."""
+    """HTTP/2, served on the same listeners as HTTP/1.1 when enabled."""
 
     enabled: Annotated[bool, Uvicorn("http2")] = False
     """Serve HTTP/2 beside HTTP/1.1: ALPN "h2" over TLS, prior knowledge and
@@ -385,7 +390,7 @@ def _check_trusted(value: str) -> None:
 
 
 class ProxySection(Section):
-    """Trusting a reverse proxy's forwarding headers."""
+    """Trusting a reverse proxy: its forwarding headers and the PROXY protocol."""
 
     headers: Annotated[bool, Uvicorn("proxy_headers")] = True
     """Use X-Forwarded-For/Proto/Host/Port/Prefix and RFC 7239 Forwarded to set the
@@ -395,8 +400,17 @@ class ProxySection(Section):
         "127.0.0.1",
         "::1",
     )
-    """Peers whose forwarding headers are trusted: IP addresses, CIDR networks, "*" for
-    all, or a UNIX socket path. Defaults to $FORWARDED_ALLOW_IPS when set."""
+    """Peers whose forwarding headers (and PROXY protocol headers) are trusted: IP
+    addresses, CIDR networks, "*" for all, or a UNIX socket path. Defaults to
+    $FORWARDED_ALLOW_IPS when set."""
+
+    protocol: Literal["off", "v1", "v2", "auto"] = "off"
+    """Expect a PROXY protocol header (v1 text or v2 binary, as HAProxy, AWS NLB and other
+    TCP load balancers send it) at the start of every connection, before TLS, and take the
+    client address from it. "v1" or "v2" require that version on every connection; "auto"
+    accepts either, or none. Only peers in forwarded_allow_ips may send one: a connection
+    from anyone else is closed (in "auto", served as sent if it carries no header). A
+    listener in server.bind can override this with "?proxy=..."."""
 
     @field_validator("forwarded_allow_ips")
     @classmethod
@@ -509,10 +523,7 @@ class HealthSection(Section):
     @field_validator("listener")
     @classmethod
     def _check_listener(cls, value: str | None) -> str | None:
-        if value is None or value.startswith("unix:"):
-            return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
+        if value is not None and parse_bind_text(value, options=False).kind == "fd":
             raise ValueError(f'{value!r} is not "host:port", "[::1]:port" or "unix:/path"')
         return value
 
@@ -606,10 +617,9 @@ class RequestIdSection(Section):
     """Also send the id back in this response header (e.g. "x-request-id")."""
 
 
-def _check_listener(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f'{value!r} is not "host:port" or "[::1]:port"')
+def _check_metrics_listener(value: str) -> str:
+    if parse_bind_text(value, options=False).kind != "tcp":
+        raise ValueError(f'{value!r}: the metrics listener is "host:port" or "[::1]:port"')
     return value
 
 
@@ -630,7 +640,7 @@ class MetricsSection(Section):
     enabled: Annotated[bool, Flag("--metrics")] = False
     """Serve Prometheus metrics at http://<listener>/metrics."""
 
-    listener: Annotated[str, AfterValidator(_check_listener)] = "127.0.0.1:9090"
+    listener: Annotated[str, AfterValidator(_check_metrics_listener)] = "127.0.0.1:9090"
     """The metrics listener, "host:port" (port 0: any free port, logged). Keep it off
     the app's listeners: Prometheus reaches it, clients do not."""
 
@@ -654,7 +664,7 @@ class MetricsSection(Section):
 class Config(Section):
     """Everything Palfrey needs to serve an app. Build it with palfrey.load_config()."""
 
-    app: Annotated[str | None, Uvicorn("app")] = None
+    app: Annotated[str | None, AfterValidator(_check_import_string), Uvicorn("app")] = None
     """The ASGI app as an import string "module:attribute" (attributes may be dotted)."""
 
     factory: Annotated[bool, Uvicorn("factory")] = False
