@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import sys
 from typing import Any, TextIO
 
@@ -77,12 +78,17 @@ class AccessHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pending.clear()  # in place: the access log's write path holds this list
         stream = self.stream
         try:
-            fd = stream.fileno()
-        except (AttributeError, OSError, ValueError):
-            stream.write(text)  # not a file (a test's capture buffer)
-            return
-        stream.flush()  # what print() left in the stream's buffer goes first
-        _write_whole_lines(fd, text.encode("utf-8", "backslashreplace"))
+            try:
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):
+                stream.write(text)  # not a file (a test's capture buffer)
+                return
+            stream.flush()  # what print() left in the stream's buffer goes first
+            _write_whole_lines(fd, text.encode("utf-8", "backslashreplace"))
+        except OSError:
+            # A full disk, a closed pipe: reported as logging reports a failing handler
+            # (a traceback on stderr), and serving goes on.
+            self.handleError(logging.makeLogRecord({"msg": "access log lines", "args": ()}))
 
     def close(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -106,6 +112,10 @@ def _write_whole_lines(fd: int, data: bytes) -> None:
             stop = cut + 1 if cut >= start else data.find(b"\n", start) + 1 or end
         view = memoryview(data)[start:stop]
         while view:
-            written = os.write(fd, view)
+            try:
+                written = os.write(fd, view)
+            except BlockingIOError:  # a pipe someone made non-blocking: wait, as a
+                select.select([], [fd], [])  # blocking stream would
+                continue
             view = view[written:]
         start = stop

@@ -254,3 +254,15 @@ def test_long_batches_are_cut_at_line_ends(tmp_path: Any) -> None:
             assert pipe.read() == data
     assert len(writes) > 1
     assert all(len(piece) <= 4096 and piece.endswith(b"\n") for piece in writes)
+
+
+def test_a_failing_destination_is_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # every write now fails with EPIPE
+    handler = AccessHandler("stdout")
+    handler.stream = os.fdopen(write, "w")
+    handler.write_line("lost")  # no loop bound: written at once
+    assert "--- Logging error ---" in capsys.readouterr().err
+    handler.stream.close()
