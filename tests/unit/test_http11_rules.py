@@ -11,9 +11,9 @@ from palfrey.protocols.http11_response import DefaultHeaders, encode_head, statu
 from palfrey.protocols.limits import (
     HTTPLimits,
     ProtocolError,
-    check_raw_head,
     check_request_line,
     inspect_headers,
+    refusal,
 )
 
 
@@ -76,9 +76,8 @@ def test_request_line(line: tuple[bytes, bytes, str], status: int) -> None:
         b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n",
     ],
 )
-def test_raw_head_checks(head: bytes) -> None:
-    with pytest.raises(ProtocolError):
-        check_raw_head(head, HTTPLimits())
+def test_refusal_of_heads_h11_would_normalise(head: bytes) -> None:
+    assert refusal(head, HTTPLimits()).status == 400
 
 
 def test_encode_head_framing() -> None:
