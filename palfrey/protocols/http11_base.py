@@ -119,7 +119,6 @@ class HTTP11Connection(asyncio.Protocol):
         #: `switch_protocol` with the bytes that followed it.
         self.upgrade_request: Request | None = None
         self._scanner: HeadScanner | None = None  # a head arriving in more than one read
-        self._held_cr = False  # a read ended with CR between requests (RFC 9112 §2.2)
         self._body: ChunkedDecoder | LengthDecoder | None = None
 
     # -- to be provided by a backend -------------------------------------------------
@@ -134,7 +133,8 @@ class HTTP11Connection(asyncio.Protocol):
 
     def head_pending(self) -> bool:
         """True while part of a request head has been received."""
-        return self._scanner is not None
+        scanner = self._scanner
+        return scanner is not None and scanner.started
 
     def feed(self, data: bytes) -> None:
         """Frame `data` into heads (parsed by the backend) and bodies (RFC 9112 §6.3)."""
@@ -147,16 +147,14 @@ class HTTP11Connection(asyncio.Protocol):
                 self._body = None
                 self.on_message_end()
                 data = rest
-            elif self._scanner is None and data[0] != 13 and data[0] != 10 and not self._held_cr:
-                # The common case: a head that starts a read. Found whole, it is parsed
-                # from the read itself (no copy when it is the whole read).
+            elif self._scanner is None and data[0] > 13:
+                # The common case: a head that starts a read (not after a CR or LF, which
+                # only empty lines or an error can start). Found whole, it is parsed from
+                # the read itself, with no copy when it is the whole read.
                 end = data.find(b"\r\n\r\n")
                 data = self._head_part(data) if end < 0 else self._request(data, end + 4)
             else:
                 data = self._head_part(data)
-            if self.upgrade_request is not None:
-                self.switch_protocol(data)  # RFC 6455 §4.2: the rest is WebSocket
-                return
             if data and len(self.pipeline) >= _MAX_PIPELINE:
                 # Many tiny pipelined requests in one read must not queue without bound.
                 self._backlog.append(data)
@@ -165,59 +163,43 @@ class HTTP11Connection(asyncio.Protocol):
 
     def _request(self, data: bytes, stop: int) -> bytes:
         """Parse and dispatch the complete head `data[:stop]`; return what follows it."""
-        head = data if stop == len(data) else data[:stop]
+        size = len(data)
+        head = data if stop == size else data[:stop]
         limits = self.ctx.limits
         eol = head.find(b"\r\n")
-        if (
-            stop > limits.max_head_size
-            or eol > limits.max_request_line
-            or head.count(b"\r\n") > limits.max_header_count + 2
-        ):
+        if stop > limits.max_head_size or eol > limits.max_request_line:
             raise refusal(head, limits)
-        framing = self.on_head(*self.parse_head(head, eol))
-        if self.upgrade_request is None:
-            if framing.chunked:
-                self._body = ChunkedDecoder(
-                    self.on_body,
-                    max_line=limits.max_request_line,
-                    max_trailer=limits.max_head_size,
-                )
-            elif framing.content_length:
-                self._body = LengthDecoder(self.on_body, framing.content_length)
-            else:
-                self.on_message_end()  # RFC 9112 §6.3 (7): no body
-        return data[stop:] if stop < len(data) else b""
+        method, target, version, headers = self.parse_head(head, eol)
+        if len(headers) > limits.max_header_count:  # one field per line: no obs-fold here
+            raise refusal(head, limits)
+        framing = self.on_head(method, target, version, headers)
+        if framing.chunked:
+            self._body = ChunkedDecoder(
+                self.on_body,
+                max_line=limits.max_request_line,
+                max_trailer=limits.max_head_size,
+            )
+        elif framing.content_length:
+            self._body = LengthDecoder(self.on_body, framing.content_length)
+        elif self.upgrade_request is not None:
+            # RFC 6455 §4.2: what follows the handshake is WebSocket.
+            self.switch_protocol(data[stop:])
+            return b""
+        else:
+            self.on_message_end()  # RFC 9112 §6.3 (7): no body
+        return data[stop:] if stop < size else b""
 
     def _head_part(self, data: bytes) -> bytes:
         """A head that arrives in pieces or after empty lines: held and checked as it
         comes (`HeadScanner`); parsed once complete. Returns what follows it."""
         scanner = self._scanner
         if scanner is None:
-            data = self._skip_empty_lines(data)
-            if not data:
-                return b""
             scanner = self._scanner = HeadScanner(self.ctx.limits)
         stop = scanner.feed(data)
         if stop < 0:
             return b""
         self._scanner = None
         return self._request(bytes(scanner.buffer), stop)
-
-    def _skip_empty_lines(self, data: bytes) -> bytes:
-        # RFC 9112 §2.2: empty lines (CRLF) before a request line are ignored. Anything
-        # else that is not a request line (a bare CR or LF) is refused: 400.
-        if self._held_cr:
-            self._held_cr = False
-            data = b"\r" + data
-        start = 0
-        while data.startswith(b"\r\n", start):
-            start += 2
-        if start + 1 == len(data) and data[start] == 13:
-            self._held_cr = True  # the LF may come in the next read
-            return b""
-        if start < len(data) and data[start] in (10, 13):
-            raise ProtocolError(400, "Bare CR or LF before the request line")
-        return data[start:]
 
     # -- asyncio.Protocol ------------------------------------------------------------
 

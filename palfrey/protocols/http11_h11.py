@@ -60,8 +60,12 @@ def _h11_reads_it_raw(head: bytes) -> bool:
         return False
     if b"\r\n " in head or b"\r\n\t" in head:
         return False
-    lengths = [match.group(1) for match in _CONTENT_LENGTH(head)]
-    return not lengths or (len(lengths) == 1 and _DIGITS(lengths[0]) is not None)
+    seen = False
+    for match in _CONTENT_LENGTH(head):
+        if seen or _DIGITS(match.group(1)) is None:
+            return False
+        seen = True
+    return True
 
 
 def _restore_transfer_encoding(headers: list[tuple[bytes, bytes]], value: bytes) -> None:

@@ -32,7 +32,6 @@ class HTTPToolsConnection(HTTP11Connection):
         self.parser = _new_parser(self)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._heads = 0  # on_headers_complete calls for the head being parsed
         self._ready = True  # llhttp is between messages (the last head had no body)
 
     def parse_head(self, head: bytes, eol: int) -> Request:
@@ -41,9 +40,7 @@ class HTTPToolsConnection(HTTP11Connection):
             self.parser = _new_parser(self)
         parser = self.parser
         self._ready = False
-        self._url = b""
         headers = self._headers = []
-        self._heads = 0
         try:
             parser.feed_data(head)
         except httptools.HttpParserUpgrade:
@@ -58,26 +55,24 @@ class HTTPToolsConnection(HTTP11Connection):
         # RFC 9112 §3: method SP target SP "HTTP/" DIGIT "." DIGIT, single spaces. llhttp
         # has checked the characters of each part; only the spacing and the protocol
         # name remain (a line of exactly that length holds no extra space).
-        if (
-            self._heads != 1
-            or eol != len(method) + len(url) + 10
-            or head[eol - 8 : eol - 4] != b"HTTP"
-        ):
+        if eol != len(method) + len(url) + 10 or head[eol - 8 : eol - 4] != b"HTTP":
+            raise refusal(head, self.ctx.limits)
+        if not self._ready and len(headers) != head.count(b"\r\n") - 2:
+            # A head with a body (llhttp now waits for it) must still have been read to
+            # its end: every field line delivered. (A head without one is known complete:
+            # llhttp called on_message_complete.)
             raise refusal(head, self.ctx.limits)
         return method, url, parser.get_http_version(), headers
 
-    # -- httptools callbacks ------------------------------------------------------
+    # -- httptools callbacks (each costs a C-to-Python call: only the needed ones) --
 
     def on_url(self, url: bytes) -> None:
-        self._url = self._url + url if self._url else url
+        self._url = url  # the whole head is fed at once: the target is one span
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if value[-1:] in _OWS:
             value = value.rstrip(b" \t")  # llhttp keeps trailing OWS (RFC 9110 §5.5)
         self._headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        self._heads += 1
 
     def on_message_complete(self) -> None:
         self._ready = True

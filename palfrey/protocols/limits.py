@@ -211,11 +211,12 @@ class HeadScanner:
     the head ends (or the head-read timeout fires). See the module docstring for the
     order. Each read is scanned once (bytes before `_scanned` are known to be clean)."""
 
-    __slots__ = ("_crlfs", "_limits", "_scanned", "buffer")
+    __slots__ = ("_crlfs", "_limits", "_scanned", "buffer", "started")
 
     def __init__(self, limits: HTTPLimits) -> None:
         self._limits = limits
         self.buffer = bytearray()
+        self.started = False  # a byte of the request line has arrived
         self._scanned = 0
         self._crlfs = 0  # CRLFs in buffer[:_scanned]
 
@@ -225,12 +226,29 @@ class HeadScanner:
         buffer = self.buffer
         start = self._scanned
         buffer += data
+        if not self.started and not self._skip_empty_lines():
+            return -1
         end = buffer.find(b"\r\n\r\n", max(start - 3, 0))
         stop = end + 4 if end >= 0 else len(buffer)
         problem = self.problem(stop)
         if problem is not None:
             raise problem
         return stop if end >= 0 else -1
+
+    def _skip_empty_lines(self) -> bool:
+        """RFC 9112 §2.2: empty lines (CRLF) before a request line are ignored; any other
+        CR or LF there is not a request line (400). True once the line has begun."""
+        buffer = self.buffer
+        start = 0
+        while buffer.startswith(b"\r\n", start):
+            start += 2
+        del buffer[:start]
+        if not buffer or buffer == b"\r":
+            return False  # nothing yet, or a CR whose LF may come in the next read
+        if buffer[0] in (10, 13):
+            raise ProtocolError(400, "Bare CR or LF before the request line")
+        self.started = True
+        return True
 
     def problem(self, stop: int) -> ProtocolError | None:
         """The earliest problem in `buffer[:stop]`; `buffer[:_scanned]` was clean."""
