@@ -176,10 +176,18 @@ class Clock:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.offset = 0.0
+        self.loop = loop
         self.enabled = isinstance(loop, asyncio.BaseEventLoop)
         if self.enabled:
             real = loop.time
             loop.time = lambda: real() + self.offset  # type: ignore[method-assign]
+
+    def next_timer(self) -> float | None:
+        """Seconds until the earliest live timer of the loop (None: there is none)."""
+        scheduled = [h for h in self.loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+        if not scheduled:
+            return None
+        return max(min(h.when() for h in scheduled) - self.loop.time(), 0.0)
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
@@ -215,24 +223,27 @@ def _app(outcome: Outcome) -> Any:
     return app
 
 
+_WEBSOCKET = WebSocketSettings.for_backend(
+    "wsproto",
+    max_size=1 << 20,
+    max_queue=8,
+    ping_interval=None,
+    ping_timeout=None,
+    per_message_deflate=False,
+    handshake_timeout=5.0,
+    close_timeout=1.0,
+    idle_timeout=None,
+)
+_DEFAULTS = DefaultHeaders(server_header=False, date_header=False)
+
+
 def context(outcome: Outcome, limits: HTTPLimits, websocket: bool) -> ConnectionContext:
-    settings = WebSocketSettings.for_backend(
-        "wsproto",
-        max_size=1 << 20,
-        max_queue=8,
-        ping_interval=None,
-        ping_timeout=None,
-        per_message_deflate=False,
-        handshake_timeout=5.0,
-        close_timeout=1.0,
-        idle_timeout=None,
-    )
     return ConnectionContext(
         app=_app(outcome),
         state=ServerState(),
         limits=limits,
-        defaults=DefaultHeaders(server_header=False, date_header=False),
-        websocket=settings if websocket else None,
+        defaults=_DEFAULTS,
+        websocket=_WEBSOCKET if websocket else None,
     )
 
 
@@ -250,7 +261,8 @@ class Driver:
     """Runs cases on one event loop (created once: a loop per case would cost more than
     the case)."""
 
-    def __init__(self, loop_name: str = "asyncio") -> None:
+    def __init__(self, loop_name: str = "asyncio", classes: dict[str, Any] | None = None) -> None:
+        self.classes = classes
         if loop_name == "uvloop":
             import uvloop
 
@@ -278,14 +290,37 @@ class Driver:
         timers: bool = True,
     ) -> Outcome:
         """Feed `pieces` as successive reads; return what happened."""
-        outcome = Outcome()
-        self._errors = []
-        self.loop.run_until_complete(
-            self._drive(backend, pieces, outcome, limits, websocket, timers)
-        )
-        outcome.errors = self._errors
-        _parse_responses(outcome)
-        return outcome
+        return self.run_many(
+            [(backend, pieces)], limits=limits, websocket=websocket, timers=timers
+        )[0]
+
+    def run_many(
+        self,
+        runs: Sequence[tuple[str, Sequence[bytes]]],
+        *,
+        limits: HTTPLimits = LIMITS,
+        websocket: bool = True,
+        timers: bool = True,
+    ) -> list[Outcome]:
+        """Several connections, one after the other, in one turn of the loop runner."""
+        return self.loop.run_until_complete(self._run_many(runs, limits, websocket, timers))
+
+    async def _run_many(
+        self,
+        runs: Sequence[tuple[str, Sequence[bytes]]],
+        limits: HTTPLimits,
+        websocket: bool,
+        timers: bool,
+    ) -> list[Outcome]:
+        outcomes = []
+        for backend, pieces in runs:
+            outcome = Outcome()
+            self._errors = []
+            await self._drive(backend, pieces, outcome, limits, websocket, timers)
+            outcome.errors = self._errors
+            _parse_responses(outcome)
+            outcomes.append(outcome)
+        return outcomes
 
     async def _drive(
         self,
@@ -298,7 +333,8 @@ class Driver:
     ) -> None:
         ctx = context(outcome, limits, websocket)
         transport = MemoryTransport(self.loop, outcome)
-        protocol = protocol_class(backend)(ctx)
+        cls = self.classes[backend] if self.classes else protocol_class(backend)
+        protocol = cls(ctx)
         transport.protocol = protocol
         protocol.connection_made(transport)
         queue = [piece for piece in pieces if piece]
@@ -308,21 +344,46 @@ class Driver:
                 if not transport.reading:
                     break
             data = queue.pop(0)
-            transport.protocol.data_received(data)
+            try:
+                transport.protocol.data_received(data)
+            except Exception as exc:  # what an asyncio transport does: report, then abort
+                self._errors.append(f"data_received() call failed: {exc!r}")
+                transport.abort()
             await self._settle(transport, ctx, outcome)
         outcome.undelivered = sum(map(len, queue))
-        if timers and self.clock.enabled and not transport.closing:
-            for _ in range(3):  # a timeout, then the half-close linger that follows it
-                self.clock.advance(_ADVANCE)
-                await self._settle(transport, ctx, outcome)
+        if timers and self.clock.enabled:
+            await self._fire_timers(transport, ctx, outcome)
             outcome.stalled = not (transport.closing or transport.eof) and not ctx.state.cycles
         outcome.closed = transport.closing or transport.eof
         outcome.output = bytes(transport.out)
         await self._tear_down(transport, ctx, outcome)
 
+    async def _fire_timers(
+        self, transport: MemoryTransport, ctx: ConnectionContext, outcome: Outcome
+    ) -> None:
+        # A timeout, then the half-close linger that follows it: jump to each deadline
+        # in turn while the connection stays open.
+        for _ in range(4):
+            if transport.closing:
+                return
+            delay = self.clock.next_timer()
+            if delay is None or delay > _ADVANCE:
+                return
+            self.clock.advance(delay + 0.001)
+            await self._settle(transport, ctx, outcome)
+
     async def _settle(
         self, transport: MemoryTransport, ctx: ConnectionContext, outcome: Outcome
     ) -> None:
+        """Run the loop until nothing is left to run without new bytes or time."""
+        ready = getattr(self.loop, "_ready", None)
+        if ready is not None:  # asyncio: the loop's own queue of ready callbacks
+            for _ in range(_SETTLE_TURNS):
+                await asyncio.sleep(0)
+                if not ready:
+                    return
+            outcome.unsettled = True
+            return
         last: tuple[Any, ...] = ()
         steady = 0
         for _ in range(_SETTLE_TURNS):
