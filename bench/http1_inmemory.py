@@ -19,9 +19,10 @@ import statistics
 import time
 from typing import Any
 
+from palfrey.config import load_config
+from palfrey.plan.plan import plan
 from palfrey.protocols.context import ConnectionContext, ServerState
 from palfrey.protocols.http11_response import DefaultHeaders
-from palfrey.protocols.limits import HTTPLimits
 
 # What wrk sends (its default request, and the echo script's POST).
 HELLO = b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
@@ -30,15 +31,8 @@ ECHO = (
     b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Length: 65536\r\n"
     b"Content-Type: application/octet-stream\r\n\r\n" + ECHO_BODY
 )
-LIMITS = HTTPLimits(
-    max_head_size=65536,
-    max_request_line=8190,
-    max_header_count=100,
-    max_body_size=None,
-    keep_alive=5.0,
-    header_read=30.0,
-    body_buffer=65536,
-)
+# The settings a server with the default configuration serves with.
+CONNECTIONS = plan(load_config(["apps:app"], environ={}), environ={}).connections
 
 
 async def hello(scope: Any, receive: Any, send: Any) -> None:
@@ -107,8 +101,8 @@ async def serve(backend: str, scenario: str, requests: int) -> float:
     ctx = ConnectionContext(
         app=app,
         state=ServerState(),
-        limits=LIMITS,
-        defaults=DefaultHeaders(server_header=True, date_header=True),
+        limits=CONNECTIONS.limits,
+        defaults=DefaultHeaders(CONNECTIONS.headers),
     )
     transport = Transport()
     protocol = protocol_class(backend)(ctx)

@@ -1,7 +1,9 @@
 """The one definition of every Palfrey option.
 
 Each field's docstring is its documentation: the CLI help, the JSON schema, the env var
-names and docs/reference/configuration.md are all generated from this module. A field
+names and docs/reference/configuration.md are all generated from this module (the
+docstrings are read by palfrey.config.docs when documentation is asked for, not at
+import: building these models is on every start-up's path). A field
 that carries `Uvicorn(...)` metadata is a uvicorn 0.54 option and keeps uvicorn's flag,
 flat env name (`PALFREY_<PARAM>`) and default, unless its docstring says why not.
 """
@@ -9,17 +11,15 @@ flat env name (`PALFREY_<PARAM>`) and default, unless its docstring says why not
 from __future__ import annotations
 
 import ipaddress
-import ssl
 import typing
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, overload
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
@@ -28,8 +28,6 @@ from pydantic import (
     model_validator,
 )
 
-from palfrey.config import runtime
-from palfrey.config.secret import Secret
 from palfrey.config.types import VALUE_STYLE, FileMode, Header, Seconds, Size, Uvicorn
 
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -61,7 +59,6 @@ class Section(BaseModel):
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
-        use_attribute_docstrings=True,
         validate_default=True,
     )
 
@@ -299,7 +296,11 @@ class WebSocketSection(Section):
     keeps idle connections (pings still detect dead peers)."""
 
 
-_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+# ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED and ssl.PROTOCOL_TLS_SERVER, spelled as the
+# numbers they are: the ssl module is not needed to read a configuration (a test checks
+# they match).
+_CERT_REQS = {"none": 0, "optional": 1, "required": 2}
+PROTOCOL_TLS_SERVER = 17
 
 
 def _cert_reqs(value: Any) -> Any:
@@ -329,7 +330,7 @@ class TLSSection(Section):
     """Read the key password from this file (e.g. a mounted Kubernetes Secret); trailing
     newlines are ignored."""
 
-    version: Annotated[int, Uvicorn("ssl_version")] = int(ssl.PROTOCOL_TLS_SERVER)
+    version: Annotated[int, Uvicorn("ssl_version")] = PROTOCOL_TLS_SERVER
     """ssl module protocol constant, as uvicorn takes it. Versions below
     minimum_version are refused whatever this says."""
 
@@ -637,29 +638,3 @@ SECTIONS: dict[str, type[Section]] = {
     if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
 }
 """Section name -> section model, in declaration order."""
-
-
-@overload
-def to_runtime(model: Config) -> runtime.RuntimeConfig: ...
-
-
-@overload
-def to_runtime(model: Section) -> Any: ...
-
-
-def to_runtime(model: Section) -> Any:
-    """The validated `model` (a Config or one section) as its pydantic-free twin in
-    palfrey.config.runtime, which is what serving code reads and what workers receive."""
-    name = "RuntimeConfig" if isinstance(model, Config) else type(model).__name__
-    values = {key: _runtime_value(getattr(model, key)) for key in type(model).model_fields}
-    return getattr(runtime, name)(**values, fields_set=frozenset(model.model_fields_set))
-
-
-def _runtime_value(value: Any) -> Any:
-    if isinstance(value, Section):
-        return to_runtime(value)
-    if isinstance(value, SecretStr):
-        return Secret(value.get_secret_value())
-    if isinstance(value, ByteSize):  # an int subclass whose unpickling imports pydantic
-        return int(value)
-    return value

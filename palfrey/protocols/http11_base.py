@@ -31,7 +31,8 @@ from collections import deque
 from typing import Any
 
 from palfrey.asgi.http_cycle import HTTPCycle
-from palfrey.protocols.context import ConnectionContext, Receive, Scope, Send, http_scope
+from palfrey.asgi.types import Receive, Scope, Send
+from palfrey.protocols.context import ConnectionContext, http_scope
 from palfrey.protocols.http11_chunked import ChunkedDecoder, LengthDecoder
 from palfrey.protocols.http11_response import (
     CONTINUE_100,

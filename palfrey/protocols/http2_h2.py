@@ -46,14 +46,15 @@ from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, RstStreamFra
 from palfrey.asgi.http_cycle import HTTPCycle
 from palfrey.protocols.context import http_scope
 from palfrey.protocols.http11_base import LINGER
+from palfrey.protocols.settings import HTTP2Settings
 from palfrey.transports.asyncio_stream import addresses, set_nodelay, tls_extension
 
 if TYPE_CHECKING:
-    from palfrey.config.runtime import RuntimeConfig
-    from palfrey.protocols.context import ConnectionContext, Receive, Scope, Send
-    from palfrey.protocols.websocket_core import WebSocketSettings
+    from palfrey.asgi.types import Receive, Scope, Send
+    from palfrey.protocols.context import ConnectionContext
+    from palfrey.protocols.settings import WebSocketSettings
 
-__all__ = ["PREFACE", "H2Connection", "HTTP2Settings", "Upgrade"]
+__all__ = ["PREFACE", "H2Connection", "Upgrade"]
 
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -74,35 +75,6 @@ _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$").search
 _BAD_OUT_VALUE = re.compile(rb"[\x00\r\n]").search
 _KNOWN_NAMES: set[bytes] = set()
 _GOOD_VALUES: set[bytes] = set()  # request field values already checked (bounded)
-
-
-@dataclass(frozen=True)
-class HTTP2Settings:
-    """The `http2` section as a connection needs it (read once per server)."""
-
-    max_concurrent_streams: int = 100
-    initial_window_size: int = 65535
-    max_frame_size: int = 16384
-    max_header_list_size: int = 65536
-    ping_interval: float | None = None
-    max_client_resets: int = 200
-    max_control_frames: int = 1000
-    #: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3): WebSocket over HTTP/2.
-    connect_protocol: bool = False
-
-    @classmethod
-    def from_config(cls, config: RuntimeConfig, *, websocket: bool = False) -> HTTP2Settings:
-        section = config.http2
-        return cls(
-            max_concurrent_streams=section.max_concurrent_streams,
-            initial_window_size=int(section.initial_window_size),
-            max_frame_size=int(section.max_frame_size),
-            max_header_list_size=int(section.max_header_list_size),
-            ping_interval=section.ping_interval,
-            max_client_resets=section.max_client_resets,
-            max_control_frames=section.max_control_frames,
-            connect_protocol=websocket,
-        )
 
 
 @dataclass

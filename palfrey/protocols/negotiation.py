@@ -26,18 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from palfrey.protocols.http2_h2 import (
-    PREFACE,
-    H2Connection,
-    HTTP2Settings,
-    Upgrade,
-    decode_settings,
-)
+from palfrey.protocols.http2_h2 import PREFACE, H2Connection, Upgrade, decode_settings
 from palfrey.protocols.limits import field_has_token
-from palfrey.protocols.websocket_core import WebSocketSettings
+from palfrey.protocols.settings import HTTP2Settings, WebSocketSettings
 
 if TYPE_CHECKING:
-    from palfrey.config.runtime import RuntimeConfig
     from palfrey.protocols.context import ConnectionContext
 
 __all__ = ["Negotiator", "negotiating"]
@@ -52,13 +45,11 @@ _H2C = re.compile(rb"\r\nupgrade[ \t]*:[^\r\n]*h2c", re.IGNORECASE).search
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
 
 
-def negotiating(config: RuntimeConfig, http1: ProtocolFactory) -> ProtocolFactory:
+def negotiating(
+    settings: HTTP2Settings, websocket: WebSocketSettings | None, http1: ProtocolFactory
+) -> ProtocolFactory:
     """A protocol factory serving HTTP/1.1 (`http1`) and HTTP/2 on one listener; HTTP/2
-    streams carry WebSockets (RFC 8441) when a WebSocket backend is available."""
-    websocket: WebSocketSettings | None = WebSocketSettings.from_config(config)
-    if websocket is not None and websocket.engine is None:
-        websocket = None
-    settings = HTTP2Settings.from_config(config, websocket=websocket is not None)
+    streams carry WebSockets (RFC 8441) when `websocket` is set."""
 
     def make(ctx: ConnectionContext) -> asyncio.Protocol:
         return Negotiator(ctx, http1, settings, websocket)

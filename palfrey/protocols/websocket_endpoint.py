@@ -32,8 +32,9 @@ from palfrey.protocols.websocket_core import (
 )
 
 if TYPE_CHECKING:
-    from palfrey.protocols.context import ConnectionContext, Scope
-    from palfrey.protocols.websocket_core import WebSocketSettings
+    from palfrey.asgi.types import Scope
+    from palfrey.protocols.context import ConnectionContext
+    from palfrey.protocols.settings import WebSocketSettings
 
 logger = logging.getLogger("palfrey.error")
 

@@ -11,7 +11,7 @@ import contextlib
 import socket
 from typing import Any
 
-from palfrey.build.tls import tls_scope_extension
+from palfrey.transports.tls_scope import tls_scope_extension
 
 Address = tuple[str, int | None]
 

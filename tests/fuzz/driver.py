@@ -21,19 +21,24 @@ from typing import Any
 
 from palfrey.protocols.context import ConnectionContext, ServerState
 from palfrey.protocols.http11_response import DefaultHeaders
-from palfrey.protocols.limits import HTTPLimits
-from palfrey.protocols.websocket_core import WebSocketSettings
+from palfrey.protocols.settings import HTTPLimits
+from tests.helpers.plans import make_plan
 
-#: Small limits so the corpus reaches them (every value is inside the config model's bounds).
-LIMITS = HTTPLimits(
-    max_head_size=2048,
-    max_request_line=512,
-    max_header_count=16,
-    max_body_size=4096,
-    keep_alive=5.0,
-    header_read=10.0,
-    body_buffer=65536,
-)
+#: The plan's connection settings (the defaults live in the config model only), with
+#: limits small enough for the corpus to reach them.
+_PLAN = make_plan(
+    http={"max_head_size": 2048, "max_request_line": 512, "max_header_count": 16},
+    limits={"max_body_size": 4096},
+    timeouts={"keep_alive": 5.0, "header_read": 10.0},
+    websocket={
+        "backend": "wsproto",
+        "ping_interval": None,
+        "ping_timeout": None,
+        "per_message_deflate": False,
+    },
+    server={"server_header": False, "date_header": False},
+).connections
+LIMITS = _PLAN.limits
 _SETTLE_TURNS = 400  # loop turns before a case counts as not settling
 _ADVANCE = 1000.0  # seconds the clock jumps to fire every timer a connection holds
 
@@ -223,18 +228,8 @@ def _app(outcome: Outcome) -> Any:
     return app
 
 
-_WEBSOCKET = WebSocketSettings.for_backend(
-    "wsproto",
-    max_size=1 << 20,
-    max_queue=8,
-    ping_interval=None,
-    ping_timeout=None,
-    per_message_deflate=False,
-    handshake_timeout=5.0,
-    close_timeout=1.0,
-    idle_timeout=None,
-)
-_DEFAULTS = DefaultHeaders(server_header=False, date_header=False)
+_WEBSOCKET = _PLAN.websocket
+_DEFAULTS = DefaultHeaders(_PLAN.headers)
 
 
 def context(outcome: Outcome, limits: HTTPLimits, websocket: bool) -> ConnectionContext:

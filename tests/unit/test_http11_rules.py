@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from palfrey.protocols import http11_response
-from palfrey.protocols.http11_response import DefaultHeaders, encode_head, status_line
+from palfrey.protocols.http11_response import (
+    DefaultHeaders,
+    HeaderSettings,
+    encode_head,
+    status_line,
+)
 from palfrey.protocols.limits import (
     HeadScanner,
-    HTTPLimits,
     ProtocolError,
     check_request_line,
     field_has_token,
@@ -21,6 +26,9 @@ from palfrey.protocols.limits import (
 )
 from palfrey.protocols.negotiation import _H2C, _settings_field
 from palfrey.protocols.websocket_core import wants_websocket
+from tests.helpers.plans import make_plan
+
+LIMITS = make_plan().connections.limits
 
 
 @pytest.mark.parametrize(
@@ -83,11 +91,13 @@ def test_request_line(line: tuple[bytes, bytes, str], status: int) -> None:
     ],
 )
 def test_refusal_of_heads_h11_would_normalise(head: bytes) -> None:
-    assert refusal(head, HTTPLimits()).status == 400
+    assert refusal(head, LIMITS).status == 400
 
 
 def test_encode_head_framing() -> None:
-    defaults = DefaultHeaders(server_header=True, date_header=False, extra=(("X-A", "1"),))
+    defaults = DefaultHeaders(
+        HeaderSettings(server_header=True, date_header=False, extra=(("X-A", "1"),))
+    )
     head = encode_head(
         200,
         [(b"content-type", b"text/plain")],
@@ -134,7 +144,7 @@ def test_encode_head_framing() -> None:
 def test_encode_head_reuses_checked_fields_without_changing_the_bytes() -> None:
     # Ordinary fields are checked and encoded once, then reused; the bytes never differ
     # from a first encoding, and special fields are still read on every response.
-    defaults = DefaultHeaders(server_header=False, date_header=False)
+    defaults = DefaultHeaders(HeaderSettings(server_header=False, date_header=False, extra=()))
 
     def head(headers: list[Any]) -> bytes:
         encoded = encode_head(
@@ -267,7 +277,7 @@ def test_absolute_form_origin(target: bytes, origin: bytes) -> None:
 
 # -- heads as they arrive: the earliest problem decides, whatever the reads ----------
 
-_SMALL = HTTPLimits(max_head_size=200, max_request_line=40, max_header_count=3)
+_SMALL = replace(LIMITS, max_head_size=200, max_request_line=40, max_header_count=3)
 _BAD_HEADS = [
     b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",  # bare LF in a field
     b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",  # bare CR

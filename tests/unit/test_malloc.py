@@ -7,8 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from palfrey import server as server_module
-from palfrey.build import malloc
+from palfrey.plan import malloc
 from tests.helpers.server import run_server
 
 GLIBC = malloc.glibc()
@@ -35,7 +34,7 @@ def test_server_applies_the_setting_at_startup(
     monkeypatch: pytest.MonkeyPatch, setting: str | None, expected: int | None
 ) -> None:
     seen: list[Any] = []
-    monkeypatch.setattr(server_module, "apply_top_pad", seen.append)
+    monkeypatch.setattr(malloc, "apply_top_pad", seen.append)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
