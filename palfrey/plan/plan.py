@@ -28,7 +28,13 @@ from palfrey.logging import LoggingSettings, default_logging_config
 from palfrey.plan import registry
 from palfrey.plan.listeners import ListenerSpec, listener_specs, parse_bind
 from palfrey.plan.secret import Secret
-from palfrey.protocols.settings import HeaderSettings, HTTP2Settings, HTTPLimits, WebSocketSettings
+from palfrey.protocols.settings import (
+    HeaderSettings,
+    HTTP2Settings,
+    HTTPLimits,
+    ProxyProtocolSettings,
+    WebSocketSettings,
+)
 
 if TYPE_CHECKING:
     from palfrey.config.model import Config
@@ -92,11 +98,18 @@ class ListenerPlan:
     tls: TLSSpec | None
     #: ALPN protocols offered in the TLS handshake, most preferred first (empty: cleartext).
     alpn: tuple[str, ...]
+    #: A PROXY protocol header is read before anything else on each connection.
+    proxy_protocol: ProxyProtocolSettings | None = None
 
     def __str__(self) -> str:
         if self.spec.kind != "tcp":
-            return f"{self.spec}{' (TLS)' if self.tls else ''}"
-        return f"{'https' if self.tls else 'http'}://{self.spec}"
+            text = f"{self.spec}{' (TLS)' if self.tls else ''}"
+        else:
+            text = f"{'https' if self.tls else 'http'}://{self.spec}"
+        if self.proxy_protocol is not None:
+            mode = self.proxy_protocol.mode
+            text += f" (PROXY protocol {'v1 or v2, optional' if mode == 'auto' else mode})"
+        return text
 
 
 @dataclass(frozen=True)
@@ -232,7 +245,7 @@ def plan(
     http2 = _http2(config)
     alpn = (("h2", "http/1.1") if http2 is not None else ("http/1.1",)) if tls else ()
     listeners = tuple(
-        ListenerPlan(spec=spec, tls=tls, alpn=alpn)
+        ListenerPlan(spec=spec, tls=tls, alpn=alpn, proxy_protocol=_proxy_protocol(config, spec))
         for spec in listener_specs(
             config.server,
             env,
@@ -264,6 +277,14 @@ def _refuse_unservable(config: Config) -> None:
         )
     if problems:
         raise PlanError(problems)
+
+
+def _proxy_protocol(config: Config, spec: ListenerSpec) -> ProxyProtocolSettings | None:
+    """The listener's own "?proxy=" option, else `proxy.protocol`."""
+    mode = spec.proxy or config.proxy.protocol
+    if mode == "off":
+        return None
+    return ProxyProtocolSettings(mode=mode, trusted=config.proxy.forwarded_allow_ips)
 
 
 def _tls(config: Config) -> TLSSpec | None:
@@ -402,7 +423,7 @@ def _process(config: Config, manifest: Path | None) -> ProcessPlan:
         )
         if reload.enabled
         else None,
-        health_listener=None if listener is None else parse_bind(listener),
+        health_listener=None if listener is None else parse_bind(listener, options=False),
         healthcheck_timeout=workers.healthcheck_timeout,
         healthcheck_interval=workers.healthcheck_interval,
         restart_backoff_max=workers.restart_backoff_max,

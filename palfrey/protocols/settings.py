@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from palfrey.protocols.websocket_core import EngineFactory
 
-__all__ = ["HTTP2Settings", "HTTPLimits", "HeaderSettings", "WebSocketSettings"]
+__all__ = [
+    "HTTP2Settings",
+    "HTTPLimits",
+    "HeaderSettings",
+    "ProxyProtocolSettings",
+    "WebSocketSettings",
+]
 
 
 @dataclass(frozen=True)
@@ -80,3 +86,17 @@ class HTTP2Settings:
     max_control_frames: int
     #: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3): WebSocket over HTTP/2.
     connect_protocol: bool
+
+
+@dataclass(frozen=True)
+class ProxyProtocolSettings:
+    """PROXY protocol on one listener (filled by the plan from `proxy.protocol` or the
+    listener's own `?proxy=` option)."""
+
+    mode: str  # "v1", "v2" (a header required on every connection) or "auto" (optional)
+    #: Peers allowed to send a header (`proxy.forwarded_allow_ips`).
+    trusted: tuple[str, ...]
+
+    @property
+    def versions(self) -> frozenset[int]:
+        return frozenset({1, 2}) if self.mode == "auto" else frozenset({int(self.mode[1])})
