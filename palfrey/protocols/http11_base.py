@@ -116,7 +116,7 @@ class HTTP11Connection(asyncio.Protocol):
         self.client: Any = None
         self.scheme = "http"
         self.extensions: dict[str, Any] = {}
-        #: A WebSocket upgrade request whose head was parsed; the backend then calls
+        #: A WebSocket upgrade request whose head was parsed; `_request` then calls
         #: `switch_protocol` with the bytes that followed it.
         self.upgrade_request: Request | None = None
         self._scanner: HeadScanner | None = None  # a head arriving in more than one read
