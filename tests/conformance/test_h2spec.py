@@ -3,7 +3,7 @@ against the `palfrey` command: cleartext prior knowledge and TLS (ALPN h2), thre
 each, every case must pass (a case that passes only sometimes is a race).
 
 `.ci/run` builds the binary with `../shared/tools/build-h2spec.sh` into `.tools/h2spec`;
-elsewhere set PALFREY_H2SPEC to a binary, or the test is skipped.
+elsewhere set H2SPEC_BIN to a binary, or the test is skipped.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import trustme
 
 from tests.helpers.process import ROOT, PalfreyProcess
 
-H2SPEC = os.environ.get("PALFREY_H2SPEC") or (
+H2SPEC = os.environ.get("H2SPEC_BIN") or (
     str(ROOT / ".tools" / "h2spec") if (ROOT / ".tools" / "h2spec").exists() else None
 )
 H2SPEC = H2SPEC or shutil.which("h2spec")

@@ -7,7 +7,7 @@ an exception), keep its state bounded, write well-formed frames whose header blo
 hpack library decodes, and never send HEADERS or DATA on a stream after it closed it
 (RST_STREAM or END_STREAM) or on one it never opened.
 
-    PALFREY_FUZZ_EXAMPLES=20000 python -m pytest tests/conformance/test_http2_fuzz.py
+    HTTP2_FUZZ_EXAMPLES=20000 python -m pytest tests/conformance/test_http2_fuzz.py
 
 runs a longer search (the default keeps CI fast).
 """
@@ -35,7 +35,7 @@ from palfrey.protocols.http2_connection import (
 from palfrey.protocols.http2_fields import ENCODER
 from tests.helpers.plans import h2_settings
 
-EXAMPLES = int(os.environ.get("PALFREY_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("HTTP2_FUZZ_EXAMPLES", "300"))
 SETTINGS = h2_settings(
     max_concurrent_streams=4,
     initial_window_size=4096,
