@@ -263,7 +263,12 @@ class HTTP11Connection(asyncio.Protocol):
         self, method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]]
     ) -> Framing:
         """A complete request head (header names lower-cased); returns its body framing."""
-        if version == "1.1" and target[:1] == b"/" and method in _SERVED_METHODS:
+        if (
+            version == "1.1"
+            and target[:1] == b"/"
+            and method in _SERVED_METHODS
+            and b"#" not in target
+        ):
             http11 = True  # the common request line: nothing for check_request_line to do
         else:
             version = check_request_line(method, target, version)
@@ -329,9 +334,7 @@ class HTTP11Connection(asyncio.Protocol):
     ) -> Scope:
         if target[:1] != b"/":
             target = origin_form(target)
-        raw_path, _, query = target.partition(b"?")
-        if b"#" in query:
-            query = query.partition(b"#")[0]
+        raw_path, _, query = target.partition(b"?")  # no fragment: check_request_line
         return http_scope(
             self.ctx,
             method,

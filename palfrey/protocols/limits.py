@@ -125,6 +125,10 @@ def check_request_line(method: bytes, target: bytes, version: str) -> str:
     if method == b"CONNECT":
         # Palfrey is not a forward proxy (RFC 9110 §9.3.6).
         raise ProtocolError(405, "CONNECT is not supported")
+    if b"#" in target:
+        # RFC 9112 §3.2: no request-target form has a fragment (origin-form is
+        # absolute-path [ "?" query ], absolute-form an absolute-URI).
+        raise ProtocolError(400, "Fragment in request target")
     if target[:1] == b"/" or (target == b"*" and method == b"OPTIONS"):
         return version
     if _absolute_form(target):
@@ -144,9 +148,9 @@ def _absolute_form(target: bytes) -> bool:
 
 
 def _authority_end(rest: bytes) -> int:
-    """Where the authority after "scheme://" ends (RFC 3986 §3.2)."""
+    """Where the authority after "scheme://" ends (RFC 3986 §3.2; a target has no "#")."""
     end = len(rest)
-    for delimiter in (b"/", b"?", b"#"):
+    for delimiter in (b"/", b"?"):
         found = rest.find(delimiter, 0, end)
         if found >= 0:
             end = found

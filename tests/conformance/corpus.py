@@ -1078,6 +1078,18 @@ _BOUNDARIES = [
         400,
         "RFC 9110 §4.2.4 (userinfo: treat as an error)",
     ),
+    bad(
+        "target-with-fragment",
+        b"GET /a#f HTTP/1.1\r\n" + HOST + b"\r\n",
+        400,
+        "RFC 9112 §3.2 (origin-form = absolute-path [ ? query ], no fragment)",
+    ),
+    bad(
+        "absolute-form-fragment-after-host",
+        b"PUT http://h.example#e/abs?q=1 HTTP/1.1\r\n" + HOST + b"Content-Length: 0\r\n\r\n",
+        400,
+        "RFC 9112 §3.2.2 (absolute-URI has no fragment)",
+    ),
     ok(
         "absolute-form-query-without-path",
         b"GET http://h.example?q=1 HTTP/1.1\r\n" + HOST + _CLOSE + b"\r\n",

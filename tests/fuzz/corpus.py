@@ -8,7 +8,9 @@ WebSocket and h2c upgrade fields, chunk sizes and extensions, trailers, leading 
 lines), then, for most inputs, one to three byte-level mutations (a byte inserted, deleted
 or replaced by SP, HTAB, CR, LF, ":", ",", ";", NUL, DEL, obs-text...; a CRLF turned into
 a bare LF or CR; a line duplicated, dropped or swapped; a letter's case flipped; the
-stream truncated). The issue's reproducers and the conformance corpus are seeds too.
+stream truncated). About a third of the requests are built from valid parts only, so
+that what follows a tricky request is often a request any server would serve, which is
+what shows a desync. The issue's reproducers come first.
 """
 
 from __future__ import annotations
@@ -191,7 +193,19 @@ def generate(seed: int, count: int) -> Iterator[bytes]:
         yield data
 
 
+# Valid choices only: a share of requests is built from these, so that a request that
+# follows a malformed or tricky one is often valid and would be served if smuggled.
+_VALID_METHODS = [b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"]
+_VALID_TARGETS = [b"/", b"/a", b"/a/b?c=d", b"/p%20q", b"http://h.example/abs?q=1"]
+_VALID_VERSIONS = [b"HTTP/1.1"] * 4 + [b"HTTP/1.0"]
+_VALID_CONNECTIONS = [b"keep-alive", b"Upgrade", b"keep-alive, Upgrade", b"xupgrade"]
+_VALID_UPGRADES = [b"foo", b"h2c", b"websocketx"]
+_VALID_FIELDS = [b"X-Plain: value\r\n", b"X-Ows: \t padded \t\r\n", b"X-Latin: caf\xe9\r\n"]
+
+
 def _request(rng: random.Random, *, last: bool) -> bytes:
+    if rng.random() < 0.35:
+        return _valid_request(rng, last=last)
     method = rng.choice(_METHODS)
     version = rng.choice(_VERSIONS)
     line = (
@@ -220,6 +234,30 @@ def _request(rng: random.Random, *, last: bool) -> bytes:
         fields.append(rng.choice(_FIELDS))
     if rng.random() < 0.05:
         fields.extend(b"X-N-%d: n\r\n" % n for n in range(rng.choice((14, 15, 16))))
+    rng.shuffle(fields)
+    if last and rng.random() < 0.5:
+        fields.append(b"Connection: close\r\n")
+    return line + b"\r\n" + b"".join(fields) + b"\r\n" + body
+
+
+def _valid_request(rng: random.Random, *, last: bool) -> bytes:
+    """A request any strict server serves (an Upgrade in it is one nobody takes)."""
+    version = rng.choice(_VALID_VERSIONS)
+    line = rng.choice(_VALID_METHODS) + b" " + rng.choice(_VALID_TARGETS) + b" " + version
+    fields = [HOST]
+    body = rng.choice((b"", b"", b"hello", b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"))
+    if body or rng.random() < 0.3:
+        if version == b"HTTP/1.1" and rng.random() < 0.5:
+            fields.append(b"Transfer-Encoding: chunked\r\n")
+            body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+        else:
+            fields.append(b"Content-Length: %d\r\n" % len(body))
+    if version == b"HTTP/1.0" and not last:
+        fields.append(b"Connection: keep-alive\r\n")  # RFC 9112 §9.3: else it closes
+    elif rng.random() < 0.3:
+        fields.append(b"Connection: " + rng.choice(_VALID_CONNECTIONS) + b"\r\n")
+        fields.append(b"Upgrade: " + rng.choice(_VALID_UPGRADES) + b"\r\n")
+    fields += rng.sample(_VALID_FIELDS, rng.choice((0, 1, 2)))
     rng.shuffle(fields)
     if last and rng.random() < 0.5:
         fields.append(b"Connection: close\r\n")

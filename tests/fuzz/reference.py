@@ -8,9 +8,12 @@ obs-fold, control characters in values, listed Content-Length values, lax chunk 
 Palfrey may refuse earlier than h11; what it must never do is serve a request h11 does not
 see at that position, or serve it with other headers or another body.
 
-One difference goes the other way: h11 0.16 refuses an empty line before a request line,
-which RFC 9112 §2.2 says a server SHOULD ignore (Palfrey does). The reference removes
-CRLF pairs from h11's buffer before each request.
+Two differences go the other way, where Palfrey makes a choice the RFCs allow and h11
+does not: h11 0.16 refuses an empty line before a request line, which RFC 9112 §2.2 says
+a server SHOULD ignore (the reference removes CRLF pairs from h11's buffer before each
+request); and h11 closes every HTTP/1.0 connection, while RFC 9112 §9.3 lets a server
+keep one open when the request lists `keep-alive` in Connection (the reference goes on
+reading with a fresh h11 connection there).
 """
 
 from __future__ import annotations
@@ -63,23 +66,37 @@ def normalise_headers(headers: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[b
 
 def read(data: bytes) -> tuple[list[Expected], bool]:
     """The requests h11 finds in `data`, and whether it stopped on an error."""
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=1 << 20)
-    conn.receive_data(data)
     found: list[Expected] = []
+    while True:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=1 << 20)
+        conn.receive_data(data)
+        goes_on, error = _read_connection(conn, found)
+        if not goes_on:
+            return found, error
+        data = bytes(conn.trailing_data[0])
+
+
+def _read_connection(conn: h11.Connection, found: list[Expected]) -> tuple[bool, bool]:
+    """Read requests until h11 stops: (whether an HTTP/1.0 keep-alive request lets the
+    stream go on, whether h11 stopped on an error)."""
     request: h11.Request | None = None
     body: list[bytes] = []
     while True:
         if conn.their_state is h11.IDLE:
             _skip_empty_lines(conn)
+        elif conn.their_state is h11.MUST_CLOSE:
+            # No request may follow in h11, which takes any further byte as an error;
+            # after an HTTP/1.0 keep-alive request Palfrey reads on.
+            return _keeps_http10_alive(request), False
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError:
-            return found, True
+            return False, True
         if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
-            return found, False
+            return False, False
         if event is h11.PAUSED:
             if not _answer(conn):
-                return found, False
+                return False, False
             continue
         if isinstance(event, h11.Request):
             request, body = event, []
@@ -88,6 +105,18 @@ def read(data: bytes) -> tuple[list[Expected], bool]:
         elif isinstance(event, h11.EndOfMessage):
             assert request is not None
             found.append(_expected(request, b"".join(body)))
+
+
+def _keeps_http10_alive(request: h11.Request | None) -> bool:
+    if request is None:
+        return False
+    options = [
+        token.strip().lower()
+        for name, value in request.headers
+        if name == b"connection"
+        for token in bytes(value).split(b",")
+    ]
+    return request.http_version == b"1.0" and b"keep-alive" in options and b"close" not in options
 
 
 def _skip_empty_lines(conn: h11.Connection) -> None:
