@@ -24,7 +24,7 @@ from palfrey.asgi.app_loading import adapt, import_from_string, load_app
 from palfrey.asgi.lifespan import Lifespan, LifespanFailure
 from palfrey.build import registry
 from palfrey.build.listeners import bind_listeners, close_listeners, describe
-from palfrey.build.malloc import apply_top_pad
+from palfrey.build.malloc import apply_mmap_threshold, apply_top_pad
 from palfrey.build.tls import create_ssl_context
 from palfrey.config.runtime import RuntimeConfig
 from palfrey.logging import AccessLogger
@@ -123,6 +123,7 @@ class Server:
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         config = self.config
         apply_top_pad(config.server.malloc_top_pad)
+        apply_mmap_threshold(config.server.malloc_mmap_threshold)
         self.app = self._load_app()
         lifespan = self.lifespan = Lifespan(
             self.app,

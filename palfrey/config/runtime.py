@@ -57,6 +57,7 @@ class ServerSection:
     reset_contextvars: bool
     drain_delay: float
     malloc_top_pad: int | None
+    malloc_mmap_threshold: int | None
     reload_on_change: bool
     fields_set: frozenset[str] = field(compare=False)
 
