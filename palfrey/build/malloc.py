@@ -81,11 +81,8 @@ def apply_mmap_threshold(threshold: int | None, environ: Mapping[str, str] | Non
         return False
     if not mallopt(M_MMAP_THRESHOLD, int(threshold)):
         # glibc refuses more than half its largest heap (32 MiB on 64-bit, 16 on 32-bit).
-        logger.warning(
-            "server.malloc_mmap_threshold = %d was refused by the C library; its default "
-            "is kept",
-            threshold,
-        )
+        message = "server.malloc_mmap_threshold = %d was refused by the C library"
+        logger.warning(message + "; its default is kept", threshold)
         return False
     if not operator_set("trim_threshold", environ):
         mallopt(M_TRIM_THRESHOLD, 2 * int(threshold))

@@ -64,6 +64,24 @@ def test_other_c_libraries_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> No
     assert malloc.apply_mmap_threshold(2 << 20, environ={}) is False
 
 
+def test_a_refused_threshold_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Older glibc refuses a threshold above 32 MiB (the config refuses it first); a
+    # refusal must not pass silently.
+    calls: list[tuple[int, int]] = []
+
+    def refusing(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 0
+
+    monkeypatch.setattr(malloc, "glibc", lambda: True)
+    monkeypatch.setattr(malloc, "_mallopt", lambda: refusing)
+    assert malloc.apply_mmap_threshold(2 << 20, environ={}) is False
+    assert calls == [(malloc.M_MMAP_THRESHOLD, 2 << 20)]  # no trim threshold without it
+    assert "malloc_mmap_threshold = 2097152 was refused" in caplog.text
+
+
 # Run in a fresh interpreter (the allocator's settings are process-wide): set the
 # threshold or not, then allocate 1 MiB, which is more than the young heap has free.
 # mallinfo2().hblks counts live mmapped blocks; sbrk(0) is the end of the heap, which a
