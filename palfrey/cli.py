@@ -1,8 +1,10 @@
-"""The `palfrey` command: argv -> resolve() -> an action. It declares no option itself.
+"""The `palfrey` command: argv -> layers -> Config -> Plan -> an action. It declares no
+option itself.
 
-The configuration machinery (pydantic) is imported inside main(), not at the top: the
-serving process image that `palfrey` re-executes into (palfrey.workers.launch) and the
-workers that multiprocessing spawns both run this module again and must not load it.
+The validating front (`front`: the argument parser, the layers, pydantic, the plan)
+runs in a forked child when this is the command (palfrey.workers.launch), so the process
+that serves, the one the user started, never imports pydantic; called from Python
+(`main(argv)`) it runs in the calling process.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from palfrey._version import __version__
 from palfrey.exitcodes import EXIT_CONFIG, EXIT_OK, fail
-from palfrey.workers.launch import LAUNCH_ENV
+from palfrey.workers.launch import LAUNCH_ENV, Launch, can_fork, validate_in_child
 
 if TYPE_CHECKING:
     from palfrey.config.arguments import Meta
@@ -30,36 +32,61 @@ def version_line() -> str:
     )
 
 
-def _fail(message: str, code: int = EXIT_CONFIG) -> int:
-    return fail(message, code)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and of `python -m palfrey`.
 
-    Called with `argv`, it acts in this process; called as the command (argv None), a
-    single serving process re-executes itself first (palfrey.workers.launch).
+    Called with `argv`, it acts in this process; called as the command (argv None), the
+    configuration is read in a forked child and this process serves the resulting plan.
     """
-    if argv is None and LAUNCH_ENV in os.environ:
-        from palfrey.workers.launch import serve_launched
+    from palfrey.main import serve_launch
 
-        code = serve_launched()
-        if code is not None:
-            return code
+    if argv is None and LAUNCH_ENV in os.environ:
+        launch = _launched()
+        if isinstance(launch, int):
+            return launch
+        if launch is not None:
+            return serve_launch(launch)
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = argv is None
+    if command and can_fork():
+        import palfrey.plan.plan  # noqa: F401 - both processes need it: imported once, before
+
+        outcome = validate_in_child(lambda: front(args))
+    else:
+        outcome = front(args)
+    if isinstance(outcome, int):
+        return outcome
+    return serve_launch(outcome, launched=command)
+
+
+def _launched() -> Launch | int | None:
+    """The Launch a reload handed over across exec; None when this version of Palfrey
+    must validate the configuration again (it was upgraded in place)."""
+    from palfrey.workers.launch import read_launch
+
+    try:
+        return read_launch(os.environ)
+    except (OSError, ValueError) as exc:
+        return fail(f"cannot read the configuration handed over by exec: {exc}", 1)
+
+
+def front(args: Sequence[str]) -> Launch | int:
+    """Parse `args` once, read every layer, validate and plan: the Launch to serve, or
+    the exit code of a run that ends here (printing what it was asked to)."""
     from palfrey.config.arguments import parse_args
     from palfrey.config.loader import ConfigError, resolve
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    standalone = _standalone(parse_args(args).meta)
+    parsed = parse_args(args)
+    standalone = _standalone(parsed.meta)
     if standalone is not None:
         return standalone
     try:
-        resolved = resolve(args)
+        resolved = resolve(args, parsed=parsed)
     except ConfigError as exc:
         _warn(exc.warnings)
-        return _fail(exc.render())
+        return fail(exc.render(), EXIT_CONFIG)
     _warn(resolved.warnings)
-    return _act(resolved, args, exec_to_serve=argv is None)
+    return _act(resolved, args)
 
 
 def _warn(warnings: Sequence[str]) -> None:
@@ -80,7 +107,10 @@ def _standalone(meta: Meta) -> int | None:
     return None
 
 
-def _act(resolved: Resolved, args: Sequence[str] = (), *, exec_to_serve: bool = False) -> int:
+def _act(resolved: Resolved, args: Sequence[str]) -> Launch | int:
+    from palfrey.config.loader import ConfigError
+    from palfrey.plan.resolve import Reresolver, plan_resolved
+
     meta = resolved.meta
     if meta.print_config:
         from palfrey.config.render import to_toml
@@ -89,33 +119,37 @@ def _act(resolved: Resolved, args: Sequence[str] = (), *, exec_to_serve: bool = 
         sys.stdout.write(to_toml(resolved.config, origins))
         return EXIT_OK
     if meta.show_origins:
-        return _fail("--show-origins goes with --print-config")
+        return fail("--show-origins goes with --print-config", EXIT_CONFIG)
     if meta.check_config:
         return _check(resolved)
     if resolved.config.app is None:
-        return _fail(
+        return fail(
             "no app given: pass an import string such as main:app, or set 'app' in the "
-            "manifest or PALFREY_APP"
+            "manifest or PALFREY_APP",
+            EXIT_CONFIG,
         )
-    from palfrey.main import run_config
-
+    try:
+        plan = plan_resolved(resolved)
+    except ConfigError as exc:
+        return fail(exc.render(), EXIT_CONFIG)
     # argv travels along so SIGHUP can re-read every layer exactly as at startup.
-    return run_config(resolved.config, argv=list(args), exec_to_serve=exec_to_serve)
+    return Launch(plan, Reresolver(tuple(args)))
 
 
 def _check(resolved: Resolved) -> int:
-    from palfrey.build.check import check
-    from palfrey.build.plan import plan
+    """--check-config: the plan that `palfrey` would serve (made by the same function the
+    server's start-up calls), or every problem at once."""
     from palfrey.config.loader import ConfigError
-    from palfrey.config.model import to_runtime
+    from palfrey.plan.check import check
 
-    config = to_runtime(resolved.config)
-    problems = check(config, resolved.origins)
-    if problems:
-        return _fail(ConfigError(problems).render())
+    plan, problems = check(resolved.config, resolved.origins, manifest=resolved.config_file)
+    if problems or plan is None:
+        return fail(ConfigError(problems).render(), EXIT_CONFIG)
     source = f" ({resolved.config_file})" if resolved.config_file else ""
     print(f"palfrey: configuration OK{source}")
-    print(f"palfrey: would serve {plan(config).summary()}")
+    print(f"palfrey: would serve {plan.summary()}")
+    for line in plan.describe():
+        print(f"  {line}")
     return EXIT_OK
 
 

@@ -14,18 +14,14 @@ keeps working unchanged. Palfrey itself only ever logs to "palfrey.*".
 
 from __future__ import annotations
 
-import http
 import json
 import logging
-import logging.config
 import os
 import sys
 from copy import copy
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from dataclasses import dataclass
+from typing import Any, Literal, TextIO
 from urllib.parse import quote
-
-if TYPE_CHECKING:
-    from palfrey.config.runtime import LoggingSection
 
 __all__ = [
     "LEVELS",
@@ -36,6 +32,7 @@ __all__ = [
     "ColourizedFormatter",
     "DefaultFormatter",
     "JSONFormatter",
+    "LoggingSettings",
     "configure_logging",
     "default_logging_config",
 ]
@@ -165,6 +162,8 @@ class AccessFormatter(ColourizedFormatter):
 
 
 def _status_text(status: int) -> str:
+    import http  # imported on the first access line: not needed to read a configuration
+
     try:
         return f"{status} {http.HTTPStatus(status).phrase}"
     except ValueError:
@@ -250,30 +249,43 @@ def default_logging_config(use_colors: bool | None = None, fmt: str = "text") ->
     return config
 
 
-def configure_logging(section: LoggingSection) -> None:
-    """Apply the `logging` section to the logging module (process-wide; call once).
+@dataclass(frozen=True)
+class LoggingSettings:
+    """The `logging` section as the plan resolved it: exactly one of `dict_config` (the
+    default config or the inline table) and `file` (a --log-config file) is set."""
+
+    dict_config: dict[str, Any] | None
+    file: str | None
+    #: Applied to Palfrey's loggers; None keeps the levels of the user's own config.
+    level: str | None
+    access_log: bool
+    #: The config is the user's: palfrey.* loggers it leaves alone follow uvicorn.*.
+    aliases: bool
+
+
+def configure_logging(settings: LoggingSettings) -> None:
+    """Apply the logging settings to the logging module (process-wide; call once).
 
     A `config` file or inline `dict_config` replaces the default config, as uvicorn's
     --log-config does; the level is then applied only when set explicitly (a file's own
     levels win otherwise). Disabling the access log removes the access logger's handlers.
     """
+    import logging.config  # here, not at import: the validating process never applies it
+
     logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
     # A reload (SIGHUP) configures again: undo what a previous access_log=False did.
     logging.getLogger("palfrey.access").disabled = False
-    custom = section.config is not None or section.dict_config is not None
-    if section.dict_config is not None:
-        logging.config.dictConfig(json.loads(json.dumps(section.dict_config)))
-    elif section.config is not None:
-        _load_config_file(str(section.config))
-    else:
-        logging.config.dictConfig(default_logging_config(section.use_colors, section.format))
-    if custom:
+    if settings.file is not None:
+        _load_config_file(settings.file)
+    elif settings.dict_config is not None:
+        logging.config.dictConfig(json.loads(json.dumps(settings.dict_config)))
+    if settings.aliases:
         _alias_uvicorn_loggers()
-    if not custom or "level" in section.fields_set:
-        level = LEVELS[section.level]
+    if settings.level is not None:
+        level = LEVELS[settings.level]
         for name in _LEVELLED:
             logging.getLogger(name).setLevel(level)
-    if not section.access_log:
+    if not settings.access_log:
         access = logging.getLogger("palfrey.access")
         access.handlers = []
         access.propagate = False

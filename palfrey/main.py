@@ -1,81 +1,78 @@
-"""Running a Config: the CLI's serve path and the `palfrey.run()` Python API.
+"""Serving a Plan: the `palfrey` command's serve path and the `palfrey.run()` Python API.
 
-This is where validation ends: the Config is checked for backends that are not
-installed, copied into its pydantic-free runtime form, and handed to
-palfrey.workers.launch. `workers.count = 1` serves in one process (palfrey.workers.single:
-SIGHUP re-executes in place, keeping the listeners); `workers.count > 1` and
-`reload.enabled` run the supervisor (palfrey.workers.supervisor), which spawns the worker
-processes. From the `palfrey` command, a single process first re-executes itself so
-that the process which serves never imports pydantic (see palfrey.workers.launch).
+`workers.count = 1` serves in one process (palfrey.workers.single: SIGHUP re-executes in
+place, keeping the listeners); `workers.count > 1` and `reload.enabled` run the
+supervisor (palfrey.workers.supervisor), which spawns the worker processes. Every path
+reaches `serve()` with a Plan; nothing below it reads the Config.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from palfrey.build.check import missing_backends
-from palfrey.config.loader import ConfigError, resolve
-from palfrey.config.model import Config, to_runtime
-from palfrey.exitcodes import EXIT_CONFIG, fail
-from palfrey.workers.launch import Launch, Reresolver, can_exec, export_env_file, reexec, serve
+from palfrey.exitcodes import EXIT_APP_IMPORT, EXIT_CONFIG, EXIT_LISTENER, fail
 
+if TYPE_CHECKING:
+    from palfrey.config.model import Config
+    from palfrey.plan.plan import Plan
+    from palfrey.plan.resolve import Reresolver
+    from palfrey.workers.launch import Launch
 
-def _reresolver(
-    argv: Sequence[str] | None, overrides: Mapping[str, Any] | None
-) -> Reresolver | None:
-    """What SIGHUP runs: every layer again, with the original argv (or palfrey.run()
-    keywords) and the environment as it is now."""
-    if argv is None and overrides is None:
-        return None
-    return Reresolver(tuple(argv or ()), dict(overrides or {}) or None)
+__all__ = ["run", "serve", "serve_launch"]
 
 
-def _manifest(argv: Sequence[str] | None) -> Path | None:
-    if argv is None:
-        return None
-    from palfrey.config.arguments import parse_args
-
-    named = parse_args(list(argv)).meta.config or os.environ.get("PALFREY_CONFIG")
-    return Path(named) if named else None
-
-
-def run_config(
-    config: Config,
+def serve(
+    plan: Plan,
     app: Any | None = None,
     *,
-    argv: Sequence[str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    exec_to_serve: bool = False,
+    reresolve: Reresolver | None = None,
+    launched: bool = False,
 ) -> int:
-    """Serve `config` until a signal stops it; return the exit code.
+    """Serve `plan` in this process, or supervise workers; return the exit code.
 
-    `argv` (the command line) or `overrides` (palfrey.run() keywords) let SIGHUP and
-    `server.reload_on_change` re-read the configuration; without them a reload restarts
-    with the same Config. `exec_to_serve` (the `palfrey` command) replaces this process
-    with one that serves without pydantic, when it serves alone and can re-execute.
+    `reresolve` lets SIGHUP and `server.reload_on_change` re-read the configuration;
+    without it a reload restarts with the same plan. `launched`: this process image
+    serves a handed-over Launch (the `palfrey` command), so a reload can re-execute
+    straight into the new plan (see SingleProcess).
 
     0: stopped cleanly; 1: the app cannot be imported, a listener cannot be bound, or
     workers crash-looped; 2: a configuration problem found at startup; 3: lifespan
     startup failed.
     """
-    runtime = to_runtime(config)
-    problems = missing_backends(runtime)
-    if problems:
-        return fail(ConfigError(problems).render(), EXIT_CONFIG)
-    reresolve = _reresolver(argv, overrides)
-    manifest = _manifest(argv)
-    alone = runtime.workers.count == 1 and not runtime.reload.enabled
-    if exec_to_serve and alone and app is None and can_exec():
-        reexec(Launch(runtime, reresolve, manifest))
-    # Imported here: a process that re-executes above never configures logging itself.
-    from palfrey.logging import configure_logging
+    from palfrey.asgi.app_loading import AppLoadError
+    from palfrey.plan.listeners import ListenerError
+    from palfrey.plan.tls import TLSConfigError
 
-    export_env_file(runtime)
-    configure_logging(runtime.logging)
-    return serve(runtime, app, reresolve=reresolve, manifest=manifest)
+    try:
+        if plan.process.supervised:
+            if app is not None:
+                return fail(
+                    "workers.count > 1 and reload need the app as an import string "
+                    '("module:attribute"), not an app object',
+                    EXIT_CONFIG,
+                )
+            from palfrey.workers.supervisor import Supervisor
+
+            return Supervisor(plan, reresolve=reresolve).run()
+        from palfrey.workers.single import SingleProcess
+
+        return SingleProcess(plan, app, reresolve=reresolve, launched=launched).run()
+    except AppLoadError as exc:
+        return fail(str(exc), EXIT_APP_IMPORT)
+    except TLSConfigError as exc:
+        return fail(str(exc), EXIT_CONFIG)
+    except ListenerError as exc:
+        return fail(str(exc), EXIT_LISTENER)
+
+
+def serve_launch(launch: Launch, app: Any | None = None, *, launched: bool = True) -> int:
+    """Prepare this process for `launch` (env file, logging) and serve it."""
+    from palfrey.plan.realize import apply_logging, export_env_file
+
+    export_env_file(launch.plan)
+    apply_logging(launch.plan)
+    return serve(launch.plan, app, reresolve=launch.reresolve, launched=launched)
 
 
 def run(
@@ -93,12 +90,23 @@ def run(
     os.environ) still apply beneath them. Pass `config=` to skip layering altogether.
     Exits the process (SystemExit) with a non-zero code when serving fails.
     """
+    from palfrey.config.loader import ConfigError, Resolved, resolve
+    from palfrey.plan.resolve import Reresolver, plan_resolved
+    from palfrey.workers.launch import Launch
+
     overrides: dict[str, Any] | None = None
-    if config is None:
-        if isinstance(app, str):
-            options["app"] = app
-        config = resolve([], environ=environ, overrides=options).config
-        overrides = options
-    code = run_config(config, None if isinstance(app, str) else app, overrides=overrides)
+    try:
+        if config is None:
+            if isinstance(app, str):
+                options["app"] = app
+            resolved = resolve([], environ=environ, overrides=options)
+            overrides = options
+        else:
+            resolved = Resolved(config=config, origins={})
+        plan = plan_resolved(resolved, environ)
+    except ConfigError as exc:
+        raise SystemExit(fail(exc.render(), EXIT_CONFIG)) from None
+    launch = Launch(plan, Reresolver.of(None, overrides))
+    code = serve_launch(launch, None if isinstance(app, str) else app, launched=False)
     if code:
         raise SystemExit(code)

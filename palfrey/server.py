@@ -1,10 +1,10 @@
 """One server process: listeners, connections, lifespan and graceful shutdown.
 
-`Server(config).run()` is what the CLI calls (it picks the event loop and installs signal
-handlers); `await Server(config, app).serve()` runs inside an existing loop, for tests
-and embedding, and reports the addresses it bound in `server.addresses` once
-`server.started` is set. `config` is a validated `palfrey.Config` or its pydantic-free
-copy (palfrey.config.runtime); the server reads only the latter.
+`Server(plan).run()` serves on a new event loop with signal handlers; `await Server(plan,
+app).serve()` runs inside an existing loop, for tests and embedding, and reports the
+addresses it bound in `server.addresses` once `server.started` is set. It takes a Plan
+(palfrey.plan.plan) or, for embedding, a validated `palfrey.Config`, which it plans
+first; it reads nothing but the Plan.
 """
 
 from __future__ import annotations
@@ -18,24 +18,23 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from palfrey.asgi.app_loading import adapt, import_from_string, load_app
+from palfrey.asgi.health import health_app
 from palfrey.asgi.lifespan import Lifespan, LifespanFailure
-from palfrey.build import registry
-from palfrey.build.listeners import bind_listeners, close_listeners, describe
-from palfrey.build.malloc import apply_mmap_threshold, apply_top_pad
-from palfrey.build.tls import create_ssl_context
-from palfrey.config.runtime import RuntimeConfig
+from palfrey.asgi.types import ASGIApp, Scope
 from palfrey.logging import AccessLogger
-from palfrey.protocols.context import ASGIApp, ConnectionContext, Scope, ServerState
+from palfrey.plan import realize, registry
+from palfrey.plan.plan import Plan
+from palfrey.protocols.context import ConnectionContext, ServerState
 from palfrey.protocols.http11_response import DefaultHeaders
-from palfrey.protocols.limits import HTTPLimits
-from palfrey.protocols.websocket_core import WebSocketSettings
-from palfrey.workers.health import drain_delay, health_app
 
 if TYPE_CHECKING:
+    import ssl
+
     from palfrey.config.model import Config
+    from palfrey.plan.plan import ListenerPlan
 
 logger = logging.getLogger("palfrey.error")
 
@@ -51,6 +50,12 @@ listeners close, so a request already on its way is answered with `Connection: c
 keep-alive timeout and half the graceful-shutdown timeout (see `drain_grace`)."""
 
 
+class Closable(Protocol):
+    """A listener being served: asyncio's servers and Palfrey's PROXY listener."""
+
+    def close(self) -> None: ...
+
+
 class StartupFailure(Exception):
     """The server could not start serving (lifespan startup failed)."""
 
@@ -58,14 +63,14 @@ class StartupFailure(Exception):
 class Server:
     """Serves one Config's app on its listeners until asked to stop."""
 
-    def __init__(self, config: RuntimeConfig | Config, app: Any | None = None) -> None:
-        if not isinstance(config, RuntimeConfig):
+    def __init__(self, plan: Plan | Config, app: Any | None = None) -> None:
+        if not isinstance(plan, Plan):
             # Embedding code and tests hold the validated pydantic Config (so pydantic is
-            # loaded already); everything below reads the plain runtime copy.
-            from palfrey.config.model import to_runtime
+            # loaded already): plan it as the command would.
+            from palfrey.plan.plan import plan as make_plan
 
-            config = to_runtime(config)
-        self.config = config
+            plan = make_plan(plan)
+        self.plan = plan
         self._app_object = app
         self.app: ASGIApp | None = None
         self.started = asyncio.Event()
@@ -75,20 +80,20 @@ class Server:
         self.state = ServerState()
         self.lifespan: Lifespan | None = None
         self._exit: asyncio.Event | None = None
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[Closable] = []
         self._owned_sockets: list[socket.socket] = []
         # Process model (palfrey.workers): readiness turns false from the start of
         # shutdown; `drain_delay_on_stop` is cleared for rolling restarts; the live TLS
-        # context is kept so certificate renewals can be loaded into it in place.
+        # contexts are kept so certificate renewals can be loaded into them in place.
         self.draining = False
         self.drain_delay_on_stop = True
-        self.ssl_context: Any = None
+        self.ssl_contexts: dict[ListenerPlan, ssl.SSLContext | None] = {}
 
     # -- entry points --------------------------------------------------------------
 
     def run(self, sockets: list[socket.socket] | None = None) -> int:
         """Serve until SIGINT/SIGTERM on a new event loop; return the exit code."""
-        factory = loop_factory(self.config.server.loop)
+        factory = loop_factory(self.plan.server.loop)
         try:
             run_on_loop(self._serve_with_signals(sockets), factory)
         except StartupFailure:
@@ -121,73 +126,96 @@ class Server:
     # -- startup -------------------------------------------------------------------
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        config = self.config
-        apply_top_pad(config.server.malloc_top_pad)
-        apply_mmap_threshold(config.server.malloc_mmap_threshold)
+        """Load the app, run lifespan startup and start serving on `sockets` (one per
+        listener of the plan, in its order; bound here when None)."""
+        plan = self.plan
+        realize.tune_allocator(plan)
         self.app = self._load_app()
-        lifespan = self.lifespan = Lifespan(
-            self.app,
-            mode=config.lifespan.mode,
-            startup_timeout=config.lifespan.startup_timeout,
-            shutdown_timeout=config.lifespan.shutdown_timeout,
-        )
+        lifespan = self.lifespan = Lifespan(self.app, plan.server.lifespan)
         try:
             await lifespan.startup()
         except LifespanFailure as exc:
             raise StartupFailure(str(exc)) from exc
         if sockets is None:
-            sockets = self._owned_sockets = bind_listeners(config)
+            specs = [listener.spec for listener in plan.listeners]
+            sockets = self._owned_sockets = realize.bind_all(specs, plan.backlog)
         ctx = self._context(self.app, lifespan.state)
-        ctx.app = health_app(ctx.app, config.health, self)
-        protocol = _protocol_class(config)
-        alpn: tuple[str, ...] = ("http/1.1",)
-        if config.http2.enabled:  # HTTP/2 beside HTTP/1.1 on every listener
-            from palfrey.protocols.negotiation import negotiating
-
-            protocol = negotiating(config, protocol)
-            alpn = ("h2", "http/1.1")
-        tls = create_ssl_context(config.tls, alpn) if config.tls.enabled else None
-        self.ssl_context = tls
+        ctx.app = health_app(ctx.app, plan.server.health, self.ready)
+        protocol = realize.protocol_factory(plan.connections)
+        self.ssl_contexts = realize.ssl_contexts(plan)
         loop = asyncio.get_running_loop()
-        for sock in sockets:
-            server = await loop.create_server(
-                lambda: protocol(ctx), sock=sock, ssl=tls, backlog=config.server.backlog
-            )
-            self._servers.append(server)
+        for listener, sock in _pair(plan.listeners, sockets):
+            tls = self.ssl_contexts[listener]
+            if listener.proxy_protocol is not None:
+                self._servers.append(self._proxy_listener(listener, sock, protocol, ctx, tls))
+            else:
+                server = await loop.create_server(
+                    lambda: protocol(ctx), sock=sock, ssl=tls, backlog=plan.backlog
+                )
+                self._servers.append(server)
             self.addresses.append(sock.getsockname())
             logger.info(
-                "Palfrey running on %s (Press CTRL+C to quit)", describe(sock, tls=tls is not None)
+                "Palfrey running on %s (Press CTRL+C to quit)",
+                realize.describe(sock, tls=tls is not None),
             )
         self.started.set()
 
+    def _proxy_listener(
+        self,
+        listener: ListenerPlan,
+        sock: socket.socket,
+        protocol: Callable[[ConnectionContext], asyncio.Protocol],
+        ctx: ConnectionContext,
+        tls: ssl.SSLContext | None,
+    ) -> Closable:
+        """A listener whose connections begin with a PROXY protocol header (read before
+        TLS; palfrey.protocols.proxy_listener)."""
+        from palfrey.asgi.proxy_headers import TrustedProxies
+        from palfrey.protocols.proxy_listener import ProxyListener
+
+        settings = listener.proxy_protocol
+        assert settings is not None
+        proxy = ProxyListener(
+            sock,
+            lambda: protocol(ctx),
+            settings=settings,
+            trusted=TrustedProxies(settings.trusted).is_trusted,
+            ssl_context=tls,
+            header_timeout=self.plan.connections.limits.header_read,
+        )
+        proxy.start()
+        return proxy
+
+    def ready(self) -> bool:
+        """Readiness: serving, and shutdown not begun."""
+        return self.started.is_set() and not self.draining and not self.state.shutting_down
+
     def _load_app(self) -> ASGIApp:
+        spec = self.plan.server.app
         if self._app_object is None:
-            return load_app(self.config)
-        return adapt(self._app_object, self.config.interface)
+            return load_app(spec)
+        return adapt(self._app_object, spec.interface)
 
     def _context(self, app: ASGIApp, app_state: dict[str, Any]) -> ConnectionContext:
-        config = self.config
+        plan = self.plan
+        conn = plan.connections
         state = self.state
-        if config.limits.max_requests is not None:
-            jitter = random.randint(0, config.limits.max_requests_jitter)
-            state.request_budget = config.limits.max_requests + jitter
+        budget = plan.server.max_requests
+        if budget is not None:
+            state.request_budget = budget + random.randint(0, plan.server.max_requests_jitter)
             state.on_budget_spent = self._budget_spent
         return ConnectionContext(
             app=app,
             state=state,
-            limits=HTTPLimits.from_config(config),
-            defaults=DefaultHeaders(
-                server_header=config.server.server_header,
-                date_header=config.server.date_header,
-                extra=config.server.headers,
-            ),
-            root_path=config.server.root_path,
+            limits=conn.limits,
+            defaults=DefaultHeaders(conn.headers),
+            root_path=conn.root_path,
             app_state=app_state,
-            concurrency=config.limits.concurrency,
-            access_log=_access_logger(config),
-            proxy=_proxy_hook(config),
-            reset_contextvars=config.server.reset_contextvars,
-            websocket=WebSocketSettings.from_config(config),
+            concurrency=conn.concurrency,
+            access_log=_access_logger(conn.access_log),
+            proxy=_proxy_hook(conn.forwarded_allow_ips),
+            reset_contextvars=conn.reset_contextvars,
+            websocket=conn.websocket,
         )
 
     def _budget_spent(self) -> None:
@@ -202,16 +230,16 @@ class Server:
     async def stop(self) -> None:
         """Stop accepting, drain connections within the graceful timeout, run lifespan
         shutdown, release the listeners."""
-        await drain_delay(self)
+        await self._drain_delay()
         logger.info("Shutting down")
         state = self.state
         state.shutting_down = True
-        state.drain_grace = drain_grace(self.config)
+        state.drain_grace = drain_grace(self.plan)
         for server in self._servers:
             server.close()
         for conn in list(state.connections):
             _shutdown_connection(conn)
-        await self._drain(self.config.timeouts.graceful_shutdown)
+        await self._drain(self.plan.server.graceful_shutdown)
         for conn in list(state.connections):
             _abort_connection(conn)
         for cycle in list(state.cycles):
@@ -219,12 +247,28 @@ class Server:
                 cycle.task.cancel()
         if self.lifespan is not None and not self.force_exit:
             await self.lifespan.shutdown()
-        close_listeners(self._owned_sockets)
+        realize.close_listeners(self._owned_sockets)
         self._owned_sockets = []
         closer = getattr(self.app, "shutdown", None)
         if callable(closer):  # the WSGI adapter's thread pool
             closer()
         logger.info("Finished server process [%d]", os.getpid())
+
+    async def _drain_delay(self) -> None:
+        """Mark this server not ready and, on a real shutdown, keep accepting and serving
+        for `server.drain_delay` seconds (a second Ctrl+C cuts it short). Kubernetes
+        removes a pod from its Service endpoints asynchronously after SIGTERM, so requests
+        keep arriving for a few seconds; closing the listeners at once would refuse them.
+        Rolling restarts (SIGHUP, max_requests) clear `drain_delay_on_stop`."""
+        self.draining = True
+        delay = self.plan.server.drain_delay
+        if not delay or not self.drain_delay_on_stop or self.force_exit:
+            return
+        logger.info("Draining: readiness fails; still accepting for %.1f s (drain_delay)", delay)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        while loop.time() < deadline and not self.force_exit:
+            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
 
     async def _drain(self, timeout: float | None) -> None:
         """Wait for open connections and running app tasks, up to `timeout` seconds."""
@@ -258,13 +302,24 @@ class Server:
                 loop.remove_signal_handler(sig)
 
 
-def drain_grace(config: RuntimeConfig) -> float:
+def _pair(
+    listeners: tuple[ListenerPlan, ...], sockets: list[socket.socket]
+) -> list[tuple[ListenerPlan, socket.socket]]:
+    """Each socket with the listener it serves: by position when they are the plan's own
+    (one per listener), else (sockets handed in by embedding code) the first listener's
+    TLS and ALPN for all, which every listener of a plan shares."""
+    if len(listeners) == len(sockets):
+        return list(zip(listeners, sockets, strict=True))
+    return [(listeners[0], sock) for sock in sockets]
+
+
+def drain_grace(plan: Plan) -> float:
     """How long idle keep-alive connections are kept open during a graceful shutdown:
     min(DRAIN_IDLE_GRACE, keep-alive timeout, graceful timeout / 2). Half the graceful
     timeout leaves room for the half-close that follows (LINGER in http11_base) before
     the remaining connections are aborted at the graceful deadline."""
-    grace = min(DRAIN_IDLE_GRACE, config.timeouts.keep_alive)
-    graceful = config.timeouts.graceful_shutdown
+    grace = min(DRAIN_IDLE_GRACE, plan.connections.limits.keep_alive)
+    graceful = plan.server.graceful_shutdown
     if graceful is not None:
         grace = min(grace, graceful / 2)
     return grace
@@ -282,18 +337,8 @@ def _abort_connection(conn: Any) -> None:
         abort()
 
 
-def _protocol_class(config: RuntimeConfig) -> Callable[[ConnectionContext], asyncio.Protocol]:
-    if registry.http1_backend(config) == "httptools":
-        from palfrey.protocols.http11_httptools import HTTPToolsConnection
-
-        return HTTPToolsConnection
-    from palfrey.protocols.http11_h11 import H11Connection
-
-    return H11Connection
-
-
-def _access_logger(config: RuntimeConfig) -> Callable[[Scope, int, int, float], None] | None:
-    if not config.logging.access_log:
+def _access_logger(enabled: bool) -> Callable[[Scope, int, int, float], None] | None:
+    if not enabled:
         return None
     access = AccessLogger()
     if not access.enabled:
@@ -314,12 +359,12 @@ def _access_logger(config: RuntimeConfig) -> Callable[[Scope, int, int, float], 
     return log
 
 
-def _proxy_hook(config: RuntimeConfig) -> Callable[[Scope], None] | None:
-    if not config.proxy.headers:
+def _proxy_hook(trusted: tuple[str, ...] | None) -> Callable[[Scope], None] | None:
+    if trusted is None:
         return None
     from palfrey.asgi.proxy_headers import TrustedProxies
 
-    return TrustedProxies(config.proxy.forwarded_allow_ips).apply
+    return TrustedProxies(trusted).apply
 
 
 # -- event loops -------------------------------------------------------------------
@@ -330,8 +375,7 @@ LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 def loop_factory(name: str) -> LoopFactory:
     """The event loop factory for `server.loop`: auto, asyncio, uvloop or an import string
     naming a function that returns a loop factory (uvicorn's custom loop setup)."""
-    if name == "auto":
-        name = "uvloop" if registry.installed("uvloop") else "asyncio"
+    name = registry.loop_name(name)
     if name == "asyncio":
         return asyncio.new_event_loop
     if name == "uvloop":

@@ -1,18 +1,12 @@
-"""ASGI type aliases shared by the adapters, and the ASGI 2 -> ASGI 3 adapter."""
+"""The ASGI 2 -> ASGI 3 adapter."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from palfrey.asgi.types import ASGI2App, ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["ASGI2Adapter", "ASGI2App", "ASGI3App", "Message", "Receive", "Scope", "Send"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGI3App = Callable[[Scope, Receive, Send], Awaitable[None]]
-ASGI2App = Callable[[Scope], Callable[[Receive, Send], Awaitable[None]]]
+ASGI3App = ASGIApp
 
 
 class ASGI2Adapter:

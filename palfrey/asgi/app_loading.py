@@ -1,6 +1,6 @@
 """Finding the application: import strings, factories, app_dir and the interface.
 
-`load_app(config)` returns an ASGI 3 callable whatever the app is (ASGI 3, ASGI 2 or
+`load_app(spec)` returns an ASGI 3 callable whatever the app is (ASGI 3, ASGI 2 or
 WSGI). Failures are AppLoadError with a one-line message the CLI prints before exiting 1,
 without a traceback for the common mistakes (no such module or attribute).
 """
@@ -14,10 +14,10 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from palfrey.asgi.adapters import ASGI2Adapter
+from palfrey.asgi.settings import AppSpec
 
 if TYPE_CHECKING:
-    from palfrey.config.runtime import RuntimeConfig
-    from palfrey.protocols.context import ASGIApp
+    from palfrey.asgi.types import ASGIApp
 
 
 class AppLoadError(Exception):
@@ -48,24 +48,24 @@ def import_from_string(text: str) -> Any:
     return obj
 
 
-def load_app(config: RuntimeConfig) -> ASGIApp:
-    """Import `config.app` (from `config.app_dir`), call it if a factory, adapt it."""
-    if not config.app:
+def load_app(spec: AppSpec) -> ASGIApp:
+    """Import `spec.target` (from `spec.app_dir`), call it if a factory, adapt it."""
+    if not spec.target:
         raise AppLoadError("no app given: pass APP, or set 'app' or PALFREY_APP")
-    app_dir = config.app_dir
+    app_dir = spec.app_dir
     if app_dir is not None and app_dir not in sys.path:
         sys.path.insert(0, app_dir)
-    app = import_from_string(config.app)
-    if config.factory:
+    app = import_from_string(spec.target)
+    if spec.factory:
         if not callable(app):
-            raise AppLoadError(f'The factory "{config.app}" is not callable.')
+            raise AppLoadError(f'The factory "{spec.target}" is not callable.')
         try:
             app = app()
         except Exception as exc:
             raise AppLoadError(
-                f'Error calling the factory "{config.app}": {type(exc).__name__}: {exc}'
+                f'Error calling the factory "{spec.target}": {type(exc).__name__}: {exc}'
             ) from exc
-    return adapt(app, config.interface)
+    return adapt(app, spec.interface)
 
 
 def adapt(app: Any, interface: str = "auto") -> ASGIApp:

@@ -16,7 +16,8 @@ import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from palfrey.protocols.context import ASGIApp, ConnectionContext, Message, Scope
+    from palfrey.asgi.types import ASGIApp, Message, Scope
+    from palfrey.protocols.context import ConnectionContext
 
 logger = logging.getLogger("palfrey.error")
 

@@ -12,7 +12,8 @@ import asyncio
 import logging
 from typing import Any
 
-from palfrey.protocols.context import ASGIApp, Message
+from palfrey.asgi.settings import LifespanSettings
+from palfrey.asgi.types import ASGIApp, Message
 
 logger = logging.getLogger("palfrey.error")
 
@@ -24,18 +25,11 @@ class LifespanFailure(Exception):
 class Lifespan:
     """Runs the app's lifespan task and exchanges startup/shutdown with it."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        mode: str = "auto",
-        startup_timeout: float | None = 60.0,
-        shutdown_timeout: float | None = 30.0,
-    ) -> None:
+    def __init__(self, app: ASGIApp, settings: LifespanSettings) -> None:
         self.app = app
-        self.mode = mode
-        self.startup_timeout = startup_timeout
-        self.shutdown_timeout = shutdown_timeout
+        self.mode = settings.mode
+        self.startup_timeout = settings.startup_timeout
+        self.shutdown_timeout = settings.shutdown_timeout
         self.state: dict[str, Any] = {}
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None

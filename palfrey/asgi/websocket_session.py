@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from palfrey.asgi.http_cycle import ClientDisconnected
 
 if TYPE_CHECKING:
-    from palfrey.protocols.context import ASGIApp, Message, Scope
+    from palfrey.asgi.types import ASGIApp, Message, Scope
 
 logger = logging.getLogger("palfrey.error")
 

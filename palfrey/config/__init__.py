@@ -1,7 +1,6 @@
 """Configuration: the model, its sources and the loader.
 
-The names below are imported on first use, so that importing a module of this package
-that does not need pydantic (runtime, secret) does not load it; see palfrey.config.runtime.
+The names below are imported on first use: importing the package loads no pydantic.
 """
 
 from __future__ import annotations

@@ -86,7 +86,10 @@ def _dest(option: Option) -> str:
     return "opt:" + option.key
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, with_help: bool = True) -> argparse.ArgumentParser:
+    """The parser of every flag. `with_help=False` leaves out the option descriptions and
+    defaults, which only --help prints: reading them (the model's field docstrings, its
+    dumped defaults) is wasted work for a start-up that is not asking for help."""
     import argparse  # imported when argv is parsed, not by every worker process
 
     parser = argparse.ArgumentParser(
@@ -139,17 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
         if section not in groups:
             title = f"[{section}]" if option.section else "Application"
             doc = section_doc(section) if option.section else "The app and how it is loaded."
-            groups[section] = parser.add_argument_group(title, doc)
-        _add(groups[section], option)
+            groups[section] = parser.add_argument_group(title, doc if with_help else None)
+        _add(groups[section], option, with_help=with_help)
     return parser
 
 
-def _add(group: argparse._ArgumentGroup, option: Option) -> None:
+def _add(group: argparse._ArgumentGroup, option: Option, *, with_help: bool) -> None:
     """One option's flag; uvicorn-named options also answer to their path-derived spelling
     (`--workers-count` for `--workers`), hidden from --help to keep it readable."""
     import argparse
 
-    _add_flag(group, option, option.cli_flag, _help(option))
+    _add_flag(group, option, option.cli_flag, _help(option) if with_help else "")
     derived = option.derived_flag
     if derived != option.cli_flag and option.section is not None:
         _add_flag(group, option, derived, argparse.SUPPRESS)
@@ -211,7 +214,7 @@ def parse_args(argv: Sequence[str]) -> ParsedArgs:
     """Turn argv into the CLI layer, collecting every unknown flag as a problem."""
     import argparse
 
-    parser = build_parser()
+    parser = build_parser(with_help=any(arg in ("-h", "--help") for arg in argv))
     kept, problems = _split_unknown(argv, parser)
     try:
         namespace, extras = parser.parse_known_args(kept)

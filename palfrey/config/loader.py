@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from palfrey.config.arguments import Meta, parse_args
+from palfrey.config.arguments import Meta, ParsedArgs, parse_args
 from palfrey.config.model import Config, contradictions
 from palfrey.config.registry import by_path
 from palfrey.config.sources import (
@@ -176,13 +176,16 @@ def resolve(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     config_file: str | os.PathLike[str] | None = None,
+    parsed: ParsedArgs | None = None,
 ) -> Resolved:
     """Read every layer and validate: exactly what `palfrey ARGV` would run.
 
     `environ` defaults to os.environ and is never modified; `overrides` are
-    palfrey.run() keywords (uvicorn names or section dicts) at CLI precedence.
+    palfrey.run() keywords (uvicorn names or section dicts) at CLI precedence; `parsed`
+    is `argv` already parsed (the command parses it once).
     """
-    parsed = parse_args(argv or [])
+    if parsed is None:
+        parsed = parse_args(argv or [])
     env = dict(os.environ if environ is None else environ)
     api = mapping_layer(overrides, "palfrey.run") if overrides else LayerResult()
     problems: list[Problem] = [*parsed.layer.problems, *api.problems]

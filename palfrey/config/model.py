@@ -1,7 +1,9 @@
 """The one definition of every Palfrey option.
 
 Each field's docstring is its documentation: the CLI help, the JSON schema, the env var
-names and docs/reference/configuration.md are all generated from this module. A field
+names and docs/reference/configuration.md are all generated from this module (the
+docstrings are read by palfrey.config.docs when documentation is asked for, not at
+import: building these models is on every start-up's path). A field
 that carries `Uvicorn(...)` metadata is a uvicorn 0.54 option and keeps uvicorn's flag,
 flat env name (`PALFREY_<PARAM>`) and default, unless its docstring says why not.
 """
@@ -9,17 +11,15 @@ flat env name (`PALFREY_<PARAM>`) and default, unless its docstring says why not
 from __future__ import annotations
 
 import ipaddress
-import ssl
 import typing
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, overload
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
@@ -28,8 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from palfrey.config import runtime
-from palfrey.config.secret import Secret
+from palfrey.config.binds import parse_bind_text
 from palfrey.config.types import VALUE_STYLE, FileMode, Header, Seconds, Size, Uvicorn
 
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -49,6 +48,14 @@ def _http_backend(value: Any) -> Any:
     return value
 
 
+def _check_import_string(value: str | None) -> str | None:
+    if value is not None:
+        module, sep, attribute = value.partition(":")
+        if not sep or not module.strip() or not attribute.strip():
+            raise ValueError('expected an import string "module:attribute", as in main:app')
+    return value
+
+
 def _websockets_alias(value: Any) -> Any:
     # uvicorn's legacy "websockets" backend; Palfrey runs the same library's sans-IO
     # protocol for it, so both spellings are one setting (and compare equal).
@@ -61,7 +68,6 @@ class Section(BaseModel):
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
-        use_attribute_docstrings=True,
         validate_default=True,
     )
 
@@ -116,7 +122,9 @@ class ServerSection(Section):
 
     bind: tuple[str, ...] = ()
     """Several listeners at once: "host:port", "[::1]:port", "unix:/path/to.sock" or
-    "fd://3". When set, it replaces host/port."""
+    "fd://3". When set, it replaces host/port. An entry may end with "?proxy=v1", "v2",
+    "auto" or "off" to set the PROXY protocol of that listener (overriding
+    proxy.protocol), as in "0.0.0.0:8443?proxy=v2"."""
 
     systemd_socket_activation: bool = True
     """Serve on sockets passed by systemd socket activation (LISTEN_FDS/LISTEN_PID)
@@ -168,10 +176,10 @@ class ServerSection(Section):
     M_MMAP_THRESHOLD, with the trim threshold at twice this, the pair glibc's own
     adjustment picks). glibc starts at 128 KiB and raises it only after freeing a large
     block, never once `malloc_top_pad` is set; every TLS read allocates 256 KiB, so each
-    read cost an mmap, an mremap and an munmap, a third of the server's CPU. Larger
-    bodies and WebSocket messages are still mapped each time; a higher value (at most
-    32 MiB) avoids that and keeps up to twice it of freed heap. "none" keeps the
-    allocator's defaults, as does setting MALLOC_MMAP_THRESHOLD_ in the environment."""
+    read cost an mmap, an mremap, an munmap and two page faults. Larger bodies and
+    WebSocket messages are still mapped each time; a higher value (at most 32 MiB)
+    avoids that and keeps up to twice it of freed heap. "none" keeps the allocator's
+    defaults, as does setting MALLOC_MMAP_THRESHOLD_ in the environment."""
 
     reload_on_change: bool = False
     """Watch the manifest file (and the TLS certificate, key and CA files) and reload when
@@ -190,13 +198,7 @@ class ServerSection(Section):
     @classmethod
     def _check_bind(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for item in value:
-            if item.startswith(("unix:", "fd://")):
-                continue
-            host, sep, port = item.rpartition(":")
-            if not sep or not host or not port.isdigit() or int(port) > 65535:
-                raise ValueError(
-                    f'{item!r} is not "host:port", "[::1]:port", "unix:/path" or "fd://N"'
-                )
+            parse_bind_text(item)
         return value
 
 
@@ -223,7 +225,7 @@ class HTTPSection(Section):
 
 
 class HTTP2Section(Section):
-    """HTTP/2 (h2), served on the same listeners as HTTP/1.1 when enabled."""
+    """HTTP/2, served on the same listeners as HTTP/1.1 when enabled."""
 
     enabled: Annotated[bool, Uvicorn("http2")] = False
     """Serve HTTP/2 beside HTTP/1.1: ALPN "h2" over TLS, prior knowledge and
@@ -312,7 +314,11 @@ class WebSocketSection(Section):
     keeps idle connections (pings still detect dead peers)."""
 
 
-_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+# ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED and ssl.PROTOCOL_TLS_SERVER, spelled as the
+# numbers they are: the ssl module is not needed to read a configuration (a test checks
+# they match).
+_CERT_REQS = {"none": 0, "optional": 1, "required": 2}
+PROTOCOL_TLS_SERVER = 17
 
 
 def _cert_reqs(value: Any) -> Any:
@@ -342,7 +348,7 @@ class TLSSection(Section):
     """Read the key password from this file (e.g. a mounted Kubernetes Secret); trailing
     newlines are ignored."""
 
-    version: Annotated[int, Uvicorn("ssl_version")] = int(ssl.PROTOCOL_TLS_SERVER)
+    version: Annotated[int, Uvicorn("ssl_version")] = PROTOCOL_TLS_SERVER
     """ssl module protocol constant, as uvicorn takes it. Versions below
     minimum_version are refused whatever this says."""
 
@@ -395,7 +401,7 @@ def _check_trusted(value: str) -> None:
 
 
 class ProxySection(Section):
-    """Trusting a reverse proxy's forwarding headers."""
+    """Trusting a reverse proxy: its forwarding headers and the PROXY protocol."""
 
     headers: Annotated[bool, Uvicorn("proxy_headers")] = True
     """Use X-Forwarded-For/Proto/Host/Port/Prefix and RFC 7239 Forwarded to set the
@@ -405,8 +411,17 @@ class ProxySection(Section):
         "127.0.0.1",
         "::1",
     )
-    """Peers whose forwarding headers are trusted: IP addresses, CIDR networks, "*" for
-    all, or a UNIX socket path. Defaults to $FORWARDED_ALLOW_IPS when set."""
+    """Peers whose forwarding headers (and PROXY protocol headers) are trusted: IP
+    addresses, CIDR networks, "*" for all, or a UNIX socket path. Defaults to
+    $FORWARDED_ALLOW_IPS when set."""
+
+    protocol: Literal["off", "v1", "v2", "auto"] = "off"
+    """Expect a PROXY protocol header (v1 text or v2 binary, as HAProxy, AWS NLB and other
+    TCP load balancers send it) at the start of every connection, before TLS, and take the
+    client address from it. "v1" or "v2" require that version on every connection; "auto"
+    accepts either, or none. Only peers in forwarded_allow_ips may send one: a connection
+    from anyone else is closed (in "auto", served as sent if it carries no header). A
+    listener in server.bind can override this with "?proxy=..."."""
 
     @field_validator("forwarded_allow_ips")
     @classmethod
@@ -519,10 +534,7 @@ class HealthSection(Section):
     @field_validator("listener")
     @classmethod
     def _check_listener(cls, value: str | None) -> str | None:
-        if value is None or value.startswith("unix:"):
-            return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
+        if value is not None and parse_bind_text(value, options=False).kind == "fd":
             raise ValueError(f'{value!r} is not "host:port", "[::1]:port" or "unix:/path"')
         return value
 
@@ -559,7 +571,7 @@ class LoggingSection(Section):
 class Config(Section):
     """Everything Palfrey needs to serve an app. Build it with palfrey.load_config()."""
 
-    app: Annotated[str | None, Uvicorn("app")] = None
+    app: Annotated[str | None, AfterValidator(_check_import_string), Uvicorn("app")] = None
     """The ASGI app as an import string "module:attribute" (attributes may be dotted)."""
 
     factory: Annotated[bool, Uvicorn("factory")] = False
@@ -650,29 +662,3 @@ SECTIONS: dict[str, type[Section]] = {
     if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
 }
 """Section name -> section model, in declaration order."""
-
-
-@overload
-def to_runtime(model: Config) -> runtime.RuntimeConfig: ...
-
-
-@overload
-def to_runtime(model: Section) -> Any: ...
-
-
-def to_runtime(model: Section) -> Any:
-    """The validated `model` (a Config or one section) as its pydantic-free twin in
-    palfrey.config.runtime, which is what serving code reads and what workers receive."""
-    name = "RuntimeConfig" if isinstance(model, Config) else type(model).__name__
-    values = {key: _runtime_value(getattr(model, key)) for key in type(model).model_fields}
-    return getattr(runtime, name)(**values, fields_set=frozenset(model.model_fields_set))
-
-
-def _runtime_value(value: Any) -> Any:
-    if isinstance(value, Section):
-        return to_runtime(value)
-    if isinstance(value, SecretStr):
-        return Secret(value.get_secret_value())
-    if isinstance(value, ByteSize):  # an int subclass whose unpickling imports pydantic
-        return int(value)
-    return value

@@ -87,7 +87,10 @@ class Option:
 
     @property
     def description(self) -> str:
-        return " ".join((self.field.description or "").split())
+        from palfrey.config.docs import field_docs
+
+        owner = SECTIONS[self.path[0]].__name__ if self.section else Config.__name__
+        return field_docs().get((owner, self.name), "")
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:

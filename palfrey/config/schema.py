@@ -27,7 +27,10 @@ def build_schema() -> dict[str, Any]:
             target = properties[option.name]
         else:
             target = defs[SECTIONS[option.section].__name__]["properties"][option.name]
-        target["description"] = option.description
+        # pydantic writes a property's keywords sorted; the description takes its place there.
+        described = sorted({**target, "description": option.description}.items())
+        target.clear()
+        target.update(described)
         if option.optional and "anyOf" in target:
             # TOML has no null: "none" is how a manifest unsets an optional key.
             target["anyOf"].append({"const": "none"})

@@ -7,23 +7,18 @@ connection costs no per-connection copying of settings.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, unquote_to_bytes
 
+from palfrey.asgi.types import ASGIApp, Scope
 from palfrey.protocols.http11_response import DefaultHeaders
-from palfrey.protocols.limits import HTTPLimits
+from palfrey.protocols.settings import HTTPLimits
 
 if TYPE_CHECKING:
     from palfrey.asgi.http_cycle import HTTPCycle
-    from palfrey.protocols.websocket_core import WebSocketSettings
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+    from palfrey.protocols.settings import WebSocketSettings
 
 
 AccessLog = Callable[[Scope, int, int, float], None]
@@ -84,9 +79,9 @@ class ConnectionContext:
     """Settings shared by every connection of a server (read-only once serving)."""
 
     app: ASGIApp
+    limits: HTTPLimits
+    defaults: DefaultHeaders
     state: ServerState = field(default_factory=ServerState)
-    limits: HTTPLimits = field(default_factory=HTTPLimits)
-    defaults: DefaultHeaders = field(default_factory=DefaultHeaders)
     root_path: str = ""
     #: Lifespan state; each request scope gets a shallow copy (ASGI lifespan §state).
     app_state: dict[str, Any] = field(default_factory=dict)

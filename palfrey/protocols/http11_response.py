@@ -12,6 +12,8 @@ import re
 import time
 from email.utils import formatdate
 
+from palfrey.protocols.settings import HeaderSettings
+
 # RFC 9110 §5.6.2 tokens. Names the app sends are checked once and remembered.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 # CR, LF or NUL in a value would let an app split the response (RFC 9110 §5.5).
@@ -60,19 +62,15 @@ def status_line(status: int, http11: bool = True) -> bytes:
 class DefaultHeaders:
     """Server, Date and configured headers, added to a response unless the app set them."""
 
-    def __init__(
-        self,
-        *,
-        server_header: bool = True,
-        date_header: bool = True,
-        extra: tuple[tuple[str, str], ...] = (),
-    ) -> None:
+    def __init__(self, settings: HeaderSettings) -> None:
         pairs: list[tuple[bytes, bytes]] = []
-        if server_header:
+        if settings.server_header:
             pairs.append((b"server", b"palfrey"))
-        pairs.extend((name.lower().encode("latin-1"), v.encode("latin-1")) for name, v in extra)
+        pairs.extend(
+            (name.lower().encode("latin-1"), v.encode("latin-1")) for name, v in settings.extra
+        )
         self._pairs = pairs
-        self.date_header = date_header
+        date_header = self.date_header = settings.date_header
         self.names = frozenset(name for name, _ in pairs) | (
             {b"date"} if date_header else frozenset()
         )

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from palfrey.config.runtime import RuntimeConfig
+from palfrey.protocols.settings import HTTPLimits
 
 
 class ProtocolError(Exception):
@@ -26,33 +24,6 @@ class ProtocolError(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class HTTPLimits:
-    """The narrow slice of Config that an HTTP/1.1 connection enforces."""
-
-    max_head_size: int = 65536
-    max_request_line: int = 8190
-    max_header_count: int = 100
-    max_body_size: int | None = None
-    keep_alive: float = 5.0
-    header_read: float | None = 30.0
-    #: Request-body bytes buffered for an app that is not calling `receive` before the
-    #: socket stops being read (backpressure towards the client).
-    body_buffer: int = 65536
-
-    @classmethod
-    def from_config(cls, config: RuntimeConfig) -> HTTPLimits:
-        max_body = config.limits.max_body_size
-        return cls(
-            max_head_size=int(config.http.max_head_size),
-            max_request_line=config.http.max_request_line,
-            max_header_count=config.http.max_header_count,
-            max_body_size=None if max_body is None else int(max_body),
-            keep_alive=config.timeouts.keep_alive,
-            header_read=config.timeouts.header_read,
-        )
 
 
 # The methods llhttp knows (httptools cannot parse any other), so h11 serves the same set.

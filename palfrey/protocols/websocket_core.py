@@ -8,7 +8,6 @@
 - `Engine` / `EngineSink`: what a framing backend (wsproto, websockets) offers and calls.
   An engine turns received bytes into whole messages and control events and frames
   outgoing messages; it never does I/O and never sees the ASGI app.
-- `WebSocketSettings`: the `websocket` config section as a connection needs it.
 """
 
 from __future__ import annotations
@@ -19,10 +18,8 @@ import hashlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from palfrey.config.runtime import RuntimeConfig
+from functools import cache
+from typing import Any, Protocol
 
 # RFC 6455 §1.3: the GUID appended to the client's key.
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -291,42 +288,7 @@ def _on_first_use(module: str) -> EngineFactory:
     return make
 
 
-@dataclass(frozen=True)
-class WebSocketSettings:
-    """The `websocket` section as a connection uses it, with the backend resolved."""
-
-    backend: str  # "wsproto", "websockets-sansio" or "none"
-    engine: EngineFactory | None
-    max_size: int = 16777216
-    max_queue: int = 32
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-    per_message_deflate: bool = True
-    handshake_timeout: float | None = 10.0
-    close_timeout: float = 10.0
-    idle_timeout: float | None = None
-
-    @classmethod
-    def for_backend(cls, backend: str, **options: object) -> WebSocketSettings:
-        engine = _on_first_use(_ENGINES[backend]) if backend in _ENGINES else None
-        return cls(backend=backend, engine=engine, **options)  # type: ignore[arg-type]
-
-    @classmethod
-    def from_config(cls, config: RuntimeConfig) -> WebSocketSettings:
-        from palfrey.build.registry import WEBSOCKETS, installed, websocket_backend
-
-        ws = config.websocket
-        backend = websocket_backend(config)
-        if backend in WEBSOCKETS and not installed(WEBSOCKETS[backend].module):
-            backend = "none"
-        return cls.for_backend(
-            backend,
-            max_size=int(ws.max_size),
-            max_queue=ws.max_queue,
-            ping_interval=ws.ping_interval,
-            ping_timeout=ws.ping_timeout,
-            per_message_deflate=ws.per_message_deflate,
-            handshake_timeout=ws.handshake_timeout,
-            close_timeout=ws.close_timeout,
-            idle_timeout=ws.idle_timeout,
-        )
+@cache
+def engine_factory(backend: str) -> EngineFactory | None:
+    module = _ENGINES.get(backend)
+    return None if module is None else _on_first_use(module)

@@ -19,7 +19,7 @@ from palfrey.protocols.websocket_endpoint import WebSocketEndpoint, scope_extens
 if TYPE_CHECKING:
     from palfrey.protocols.context import ConnectionContext
     from palfrey.protocols.http11_base import HTTP11Connection
-    from palfrey.protocols.websocket_core import WebSocketSettings
+    from palfrey.protocols.settings import WebSocketSettings
 
 logger = logging.getLogger("palfrey.error")
 

@@ -25,9 +25,8 @@ from typing import Any
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
-from palfrey.config.loader import ConfigError, resolve
-from palfrey.config.model import to_runtime
-from palfrey.config.runtime import RuntimeConfig
+from palfrey.plan.plan import Plan
+from palfrey.plan.resolve import ResolveError, resolve_plan
 
 __all__ = ["PalfreyH11Worker", "PalfreyWorker"]
 
@@ -40,7 +39,7 @@ class PalfreyWorker(Worker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wire_logging()
-        self.palfrey_config: RuntimeConfig | None = None
+        self.palfrey_plan: Plan | None = None
 
     def _wire_logging(self) -> None:
         error = logging.getLogger("palfrey.error")
@@ -67,7 +66,11 @@ class PalfreyWorker(Worker):  # type: ignore[misc]
         overrides: dict[str, Any] = {
             "timeouts": timeouts,
             "logging": {"access_log": bool(cfg.accesslog)},
-            "server": {"backlog": cfg.backlog},
+            # The arbiter's sockets are this worker's listeners.
+            "server": {
+                "backlog": cfg.backlog,
+                "bind": [f"fd://{_socket(sock).fileno()}" for sock in self.sockets],
+            },
         }
         if cfg.max_requests:
             overrides["limits"] = {"max_requests": self.max_requests, "max_requests_jitter": 0}
@@ -88,15 +91,14 @@ class PalfreyWorker(Worker):  # type: ignore[misc]
             overrides["http"] = {"backend": self.HTTP_BACKEND}
         return overrides
 
-    def load_palfrey_config(self) -> RuntimeConfig:
-        config = resolve([], environ=os.environ, overrides=self.gunicorn_overrides()).config
-        return to_runtime(config)
+    def load_palfrey_plan(self) -> Plan:
+        return resolve_plan(environ=os.environ, overrides=self.gunicorn_overrides())
 
     def init_process(self) -> None:
         try:
-            self.palfrey_config = self.load_palfrey_config()
-        except ConfigError as exc:
-            for line in exc.render().splitlines():
+            self.palfrey_plan = self.load_palfrey_plan()
+        except ResolveError as exc:
+            for line in str(exc).splitlines():
                 self.log.error(line)
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
         super().init_process()
@@ -111,11 +113,11 @@ class PalfreyWorker(Worker):  # type: ignore[misc]
     def run(self) -> None:
         from palfrey.server import Server, StartupFailure, loop_factory, run_on_loop
 
-        config = self.palfrey_config
-        assert config is not None
-        server = Server(config, self.wsgi)
+        plan = self.palfrey_plan
+        assert plan is not None
+        server = Server(plan, self.wsgi)
         try:
-            run_on_loop(self._serve(server), loop_factory(config.server.loop))
+            run_on_loop(self._serve(server), loop_factory(plan.server.loop))
         except StartupFailure:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
         if not server.started.is_set():
@@ -132,7 +134,7 @@ class PalfreyWorker(Worker):  # type: ignore[misc]
         for sig in (signal.SIGINT, signal.SIGQUIT):
             loop.add_signal_handler(sig, quick, sig)
         loop.add_signal_handler(signal.SIGUSR1, self.log.reopen_files)
-        sockets = [getattr(sock, "sock", sock) for sock in self.sockets]
+        sockets = [_socket(sock) for sock in self.sockets]
         heartbeat = asyncio.ensure_future(self._heartbeat(server))
         try:
             await server.serve(sockets)
@@ -150,6 +152,11 @@ class PalfreyWorker(Worker):  # type: ignore[misc]
                 server.shutdown()
                 return
             await asyncio.sleep(interval)
+
+
+def _socket(listener: Any) -> Any:
+    """The socket object of one of gunicorn's listeners."""
+    return getattr(listener, "sock", listener)
 
 
 class PalfreyH11Worker(PalfreyWorker):

@@ -1,22 +1,21 @@
-"""From a validated configuration to serving processes, without pydantic.
+"""Handing a Plan to the process that serves it, so that process never imports pydantic.
 
-pydantic validates the configuration; serving only reads it. Its import, the model
-machinery and Palfrey's config models cost about 10 MiB of resident memory that a server
-never needs again, so every serving process works from the plain copy in
-palfrey.config.runtime and never imports pydantic:
+pydantic validates the configuration; serving only reads the Plan. Its import, the model
+machinery and Palfrey's config models cost about 10 MiB of resident memory and most of
+the start-up time, which a server never needs again, so:
 
-- The `palfrey` command (one process, no --reload) validates, reports every problem
-  exactly as before (exit code 2), and then replaces itself with `os.execve`: the same
-  command line and interpreter flags, the same process id (what systemd, Docker and the
-  kubelet watch), but a fresh interpreter. `palfrey.cli.main()` in the new image finds
-  the `Launch` this module left in an anonymous file and serves it (`serve_launched`).
-- A SIGHUP or manifest change re-reads the configuration in the serving process. That
-  imports pydantic, which is fine: a valid reload replaces the process image anyway (the
-  same way, with the listening sockets handed over by palfrey.workers.sockets), and an
-  invalid one is logged while the old config keeps serving.
-- Workers (`workers.count > 1`, `--reload`) are spawned with the runtime copy
-  (palfrey.workers.worker); the supervisor, which re-reads the configuration, keeps
-  pydantic.
+- The `palfrey` command forks at start-up (`validate_in_child`). The child reads every
+  layer, validates, makes the Plan and sends it back through a pipe, or prints every
+  problem and reports its exit code (2); the parent, the process the user started (the
+  PID systemd, Docker and the kubelet watch), imports the serving code meanwhile and
+  serves the Plan it receives. It never loads pydantic.
+- A SIGHUP or manifest change in a single serving process re-reads the configuration in
+  that process (loading pydantic then), and a valid reload replaces the process image in
+  place (`reexec`: same PID, command line and interpreter flags, listening sockets
+  inherited). The Plan travels across the exec in an anonymous file (`launch_env`);
+  `palfrey.cli.main()` in the new image finds it (`read_launch`) and serves it.
+- Workers (`workers.count > 1`, `--reload`) are spawned with the Plan (palfrey.workers.
+  worker); the supervisor, which re-reads the configuration on SIGHUP, keeps pydantic.
 
 `palfrey.run()` and `palfrey.cli.main(argv)` called from Python serve in the calling
 process: the caller has loaded pydantic already, and re-running its command line could
@@ -25,36 +24,30 @@ start something else.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from palfrey.config.runtime import RuntimeConfig
-from palfrey.exitcodes import EXIT_APP_IMPORT, EXIT_CONFIG, EXIT_LISTENER, fail
-
 if TYPE_CHECKING:
+    from palfrey.plan.plan import Plan
+    from palfrey.plan.resolve import Reresolver
     from palfrey.workers.sockets import ListenerSet
 
 __all__ = [
     "LAUNCH_ENV",
     "Launch",
-    "ReloadError",
-    "Reresolver",
     "can_exec",
-    "export_env_file",
+    "can_fork",
     "launch_env",
     "read_launch",
     "reexec",
-    "serve",
-    "serve_launched",
+    "validate_in_child",
 ]
-
-logger = logging.getLogger("palfrey.error")
 
 LAUNCH_ENV = "_PALFREY_LAUNCH"
 """Set across the exec: the number of an inherited file descriptor holding the pickled
@@ -62,109 +55,79 @@ LAUNCH_ENV = "_PALFREY_LAUNCH"
 underscore keeps it out of the PALFREY_* configuration namespace."""
 
 
-class ReloadError(Exception):
-    """A re-read configuration that cannot be used; `str()` is the whole report."""
-
-
-@dataclass(frozen=True)
-class Reresolver:
-    """What SIGHUP runs: every configuration layer again, from the original command line
-    (`argv`) or palfrey.run() keywords (`overrides`), with the environment as it is now.
-
-    Picklable (it travels in a `Launch`) and free of pydantic until called: the loader is
-    imported at that moment. Raises ReloadError for a configuration that is invalid or
-    names a backend that is not installed, the problems `palfrey` reports at startup.
-    """
-
-    argv: tuple[str, ...] = ()
-    overrides: Mapping[str, Any] | None = None
-
-    def __call__(self) -> RuntimeConfig:
-        from palfrey.build.check import missing_backends
-        from palfrey.config.loader import ConfigError, resolve
-        from palfrey.config.model import to_runtime
-
-        overrides = dict(self.overrides) if self.overrides else None
-        try:
-            resolved = resolve(list(self.argv), environ=os.environ, overrides=overrides)
-        except ConfigError as exc:
-            raise ReloadError(exc.render()) from None
-        config = to_runtime(resolved.config)
-        problems = missing_backends(config)
-        if problems:
-            raise ReloadError(ConfigError(problems).render())
-        for warning in resolved.warnings:
-            logger.warning("%s", warning)
-        return config
-
-
 @dataclass(frozen=True)
 class Launch:
-    """What a serving process image needs: the validated config, how to re-read it (None:
-    a reload restarts with the same config) and the manifest to watch."""
+    """What a serving process needs: the Plan and how to re-read it on reload (None: a
+    reload restarts with the same Plan)."""
 
-    config: RuntimeConfig
+    plan: Plan
     reresolve: Reresolver | None = None
-    manifest: Path | None = None
 
 
-def export_env_file(config: RuntimeConfig) -> None:
-    """The app sees the env file's variables too; ones already set win (as uvicorn)."""
-    if config.env_file is None:
-        return
-    from dotenv import dotenv_values
-
-    for name, value in dotenv_values(config.env_file).items():
-        if value is not None:
-            os.environ.setdefault(name, value)
+# -- start-up: validate in a child, serve in the parent -------------------------------------
 
 
-def serve(
-    config: RuntimeConfig,
-    app: Any | None = None,
-    *,
-    reresolve: Reresolver | None = None,
-    manifest: Path | None = None,
-    launched: bool = False,
-) -> int:
-    """Serve `config` in this process, or supervise workers; return the exit code.
+def can_fork() -> bool:
+    """Whether start-up can validate in a forked child (POSIX)."""
+    return hasattr(os, "fork") and os.name == "posix"
 
-    `launched`: this process image was started by `reexec`, so a reload can re-execute
-    straight into the new config (see SingleProcess).
-    """
-    from palfrey.asgi.app_loading import AppLoadError
-    from palfrey.build.listeners import ListenerError
-    from palfrey.build.tls import TLSConfigError
 
+def validate_in_child(front: Callable[[], Launch | int]) -> Launch | int:
+    """Run `front` (read the layers, validate, plan) in a forked child process and return
+    what it returned: the Launch to serve, or the exit code of a run that ends there
+    (--check-config, --version, a configuration error). The child's output goes straight
+    to this process's stdout and stderr."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; its outcome is what the tests check
+        os.close(read_fd)
+        # Third-party pydantic plugins (found by scanning every installed distribution's
+        # entry points) have no business observing the server's own configuration.
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+        _child(front, write_fd)
+    os.close(write_fd)
+    _warm_up()
+    with open(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if data:
+        outcome: Launch | int = pickle.loads(data)
+        return outcome
+    code = os.waitstatus_to_exitcode(status)
+    print(f"palfrey: the configuration could not be read (status {code})", file=sys.stderr)
+    return 1
+
+
+def _child(front: Callable[[], Launch | int], write_fd: int) -> NoReturn:  # pragma: no cover
+    code = 1
     try:
-        if config.workers.count > 1 or config.reload.enabled:
-            if app is not None:
-                return fail(
-                    "workers.count > 1 and reload need the app as an import string "
-                    '("module:attribute"), not an app object',
-                    EXIT_CONFIG,
-                )
-            from palfrey.workers.supervisor import Supervisor
+        try:
+            outcome: Launch | int = front()
+        except SystemExit as exc:  # argparse's --help
+            outcome = exc.code if isinstance(exc.code, int) else 0
+        # What the child printed comes before anything the parent prints next.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with open(write_fd, "wb") as pipe:
+            pipe.write(pickle.dumps(outcome))
+        code = 0
+    except BaseException:
+        import traceback
 
-            supervisor = Supervisor(
-                config, reresolve=reresolve, manifest=manifest, dev_reload=config.reload.enabled
-            )
-            return supervisor.run()
-        from palfrey.workers.single import SingleProcess
-
-        single = SingleProcess(
-            config, app, reresolve=reresolve, manifest=manifest, launched=launched
-        )
-        return single.run()
-    except AppLoadError as exc:
-        return fail(str(exc), EXIT_APP_IMPORT)
-    except TLSConfigError as exc:
-        return fail(str(exc), EXIT_CONFIG)
-    except ListenerError as exc:
-        return fail(str(exc), EXIT_LISTENER)
+        traceback.print_exc()
+        sys.stderr.flush()
+    os._exit(code)
 
 
-# -- across exec ---------------------------------------------------------------------
+def _warm_up() -> None:
+    """Import what every serving process needs while the child validates (on another
+    core when there is one): the server and the HTTP/1.1 core, not any backend the Plan
+    may not choose."""
+    import palfrey.protocols.http11_base
+    import palfrey.server  # noqa: F401
+
+
+# -- across exec (a reload of a single serving process) -------------------------------------
 
 
 def can_exec() -> bool:
@@ -198,24 +161,52 @@ def _anonymous_file(data: bytes) -> int:
     return fd
 
 
-def _fingerprint() -> str:
-    """Which code wrote a Launch: the Palfrey version and the field layout of the classes
-    pickled in it (slotted dataclasses unpickle by position, so a changed layout would
-    silently shift values)."""
-    from dataclasses import fields
+def _dataclasses(value: Any) -> Iterator[type]:
+    """Every dataclass type in `value`'s object graph (what pickling it records)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        yield type(value)
+        for item in dataclasses.fields(value):
+            yield from _dataclasses(getattr(value, item.name))
+    elif isinstance(value, (tuple, list, frozenset, set)):
+        for item in value:
+            yield from _dataclasses(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _dataclasses(item)
 
-    from palfrey._version import __version__
-    from palfrey.config import runtime
-    from palfrey.config.secret import Secret
 
-    classes = [Launch, Reresolver, Secret, *(getattr(runtime, n) for n in runtime.__all__)]
-    layout = ";".join(f"{c.__name__}:{','.join(f.name for f in fields(c))}" for c in classes)
-    return f"{__version__}|{layout}"
+def _layout(classes: Iterator[type]) -> dict[str, tuple[str, ...]]:
+    return {
+        f"{cls.__module__}:{cls.__qualname__}": tuple(f.name for f in dataclasses.fields(cls))
+        for cls in classes
+    }
+
+
+def _same_layout(layout: dict[str, tuple[str, ...]]) -> bool:
+    """Whether this code's classes have the fields that were pickled (dataclasses unpickle
+    field by field, so a changed class would silently miss values)."""
+    import importlib
+
+    for name, fields in layout.items():
+        module, _, qualname = name.partition(":")
+        try:
+            cls: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                cls = getattr(cls, part)
+        except (ImportError, AttributeError):
+            return False
+        if not dataclasses.is_dataclass(cls):
+            return False
+        if tuple(f.name for f in dataclasses.fields(cls)) != fields:
+            return False
+    return True
 
 
 def launch_env(launch: Launch) -> dict[str, str]:
     """The environment entry through which the re-executed image finds `launch`."""
-    envelope = (_fingerprint(), pickle.dumps(launch))
+    from palfrey._version import __version__
+
+    envelope = (__version__, _layout(_dataclasses(launch)), pickle.dumps(launch))
     return {LAUNCH_ENV: str(_anonymous_file(pickle.dumps(envelope)))}
 
 
@@ -224,13 +215,15 @@ def read_launch(environ: MutableMapping[str, str]) -> Launch | None:
     variable. None when another version of Palfrey wrote it (upgraded in place before a
     reload): the caller then validates the configuration again with this version's rules.
     Raises OSError or ValueError when it is missing or cannot be read."""
+    from palfrey._version import __version__
+
     raw = environ.pop(LAUNCH_ENV, "")
     if not raw.isdigit():
         raise ValueError(f"{LAUNCH_ENV}={raw!r} is not a file descriptor number")
     with open(int(raw), "rb") as file:
         try:
-            fingerprint, data = pickle.load(file)
-            if fingerprint != _fingerprint():
+            version, layout, data = pickle.load(file)
+            if version != __version__ or not _same_layout(layout):
                 return None
             launch = pickle.loads(data)
         except (pickle.UnpicklingError, EOFError, TypeError, ValueError) as exc:
@@ -244,12 +237,14 @@ def reexec(launch: Launch | None = None, listeners: ListenerSet | None = None) -
     """Replace this process image with its own command line run again (os.execve): same
     process id, same interpreter flags, same visible command line.
 
-    `launch` makes the new image serve that config without validating it again;
+    `launch` makes the new image serve that plan without validating it again;
     `listeners` are handed over as inherited file descriptors.
     """
+    from palfrey.plan.realize import operator_environ
     from palfrey.workers.sockets import handoff_env
 
-    environ = dict(os.environ)
+    # The env file's variables are left out: the new image exports its own plan's.
+    environ = operator_environ()
     if listeners is not None:
         environ.update(handoff_env(listeners))
     if launch is not None:
@@ -260,20 +255,3 @@ def reexec(launch: Launch | None = None, listeners: ListenerSet | None = None) -
     sys.stderr.flush()
     # sys.orig_argv holds the interpreter's own options (-X, -W, -O, -m ...) as well.
     os.execve(sys.executable, list(sys.orig_argv), environ)
-
-
-def serve_launched() -> int | None:
-    """The serving image's entry point (from palfrey.cli.main): serve the handed-over
-    `Launch` and return the exit code; None when it must be validated again (read_launch).
-    """
-    from palfrey.logging import configure_logging
-
-    try:
-        launch = read_launch(os.environ)
-    except (OSError, ValueError) as exc:
-        return fail(f"cannot read the configuration handed over by exec: {exc}", 1)
-    if launch is None:
-        return None
-    export_env_file(launch.config)
-    configure_logging(launch.config.logging)
-    return serve(launch.config, reresolve=launch.reresolve, manifest=launch.manifest, launched=True)

@@ -18,8 +18,8 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from palfrey.build import registry
-from palfrey.config.runtime import ReloadSection
+from palfrey.plan import registry
+from palfrey.plan.plan import ReloadPlan
 
 __all__ = ["DEFAULT_EXCLUDES", "DEFAULT_INCLUDES", "ChangeWatcher", "PathFilter"]
 
@@ -33,7 +33,7 @@ _SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".venv", "venv", "node_modul
 class PathFilter:
     """Which paths count as source changes."""
 
-    def __init__(self, section: ReloadSection, roots: list[Path]) -> None:
+    def __init__(self, section: ReloadPlan, roots: list[Path]) -> None:
         self.includes = (*DEFAULT_INCLUDES, *section.includes)
         self.excludes = (*DEFAULT_EXCLUDES, *section.excludes)
         self.roots = roots
@@ -61,7 +61,7 @@ class PathFilter:
 class ChangeWatcher:
     """`async for changes in ChangeWatcher(section).changes()`: sets of changed paths."""
 
-    def __init__(self, section: ReloadSection, *, force_polling: bool = False) -> None:
+    def __init__(self, section: ReloadPlan, *, force_polling: bool = False) -> None:
         self.section = section
         self.roots = [Path(d).resolve() for d in (section.dirs or (os.getcwd(),))]
         self.accept = PathFilter(section, self.roots)

@@ -9,8 +9,8 @@ startup; run two or more workers where reloads must not add latency.
 
 A new configuration that does not validate is logged with every error and the process
 keeps serving. TLS certificate changes are loaded in place, without a re-exec. A process
-started by the `palfrey` command's exec (palfrey.workers.launch) hands the validated new
-config to its next image, which serves it without importing pydantic.
+started by the `palfrey` command (palfrey.workers.launch) hands the new Plan to its next
+image, which serves it without importing pydantic.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import asyncio
 import logging
 import os
 import signal
-from pathlib import Path
 from typing import Any
 
-from palfrey.config.runtime import RuntimeConfig
 from palfrey.exitcodes import EXIT_OK, EXIT_STARTUP
+from palfrey.plan.plan import Plan
+from palfrey.plan.resolve import Reresolver, ResolveError
 from palfrey.workers import sd_notify
-from palfrey.workers.launch import Launch, ReloadError, Reresolver, reexec
+from palfrey.workers.launch import Launch, reexec
 from palfrey.workers.sockets import ListenerSet, adopt_handoff
 
 __all__ = ["SingleProcess"]
@@ -34,45 +34,43 @@ logger = logging.getLogger("palfrey.error")
 
 
 class SingleProcess:
-    """Serve `config` in this process; re-exec on a valid reload."""
+    """Serve `plan` in this process; re-exec on a valid reload."""
 
     def __init__(
         self,
-        config: RuntimeConfig,
+        plan: Plan,
         app: Any | None = None,
         *,
         reresolve: Reresolver | None = None,
-        manifest: Path | None = None,
         launched: bool = False,
     ) -> None:
         from palfrey.server import Server
 
-        self.config = config
-        self.server = Server(config, app)
+        self.plan = plan
+        self.server = Server(plan, app)
         self.reresolve = reresolve
-        self.manifest = manifest
-        # Started from a Launch (palfrey.workers.launch): the next image can be handed the
-        # validated config. Otherwise (palfrey.run()) it runs the caller's program again,
-        # which reads its configuration itself.
+        # Started by the `palfrey` command: the next image can be handed the new Plan.
+        # Otherwise (palfrey.run()) it runs the caller's program again, which reads its
+        # configuration itself.
         self.launched = launched
-        self.next_config: RuntimeConfig | None = None
+        self.next_plan: Plan | None = None
 
     def run(self) -> int:
         """Serve until stopped; returns the exit code (or never returns: re-exec).
         Raises ListenerError, AppLoadError, TLSConfigError like Server.run()."""
         from palfrey.server import StartupFailure, loop_factory, run_on_loop
 
-        listeners, _ = ListenerSet.open(self.config, reuse=adopt_handoff(os.environ))
+        listeners, _ = ListenerSet.open(self.plan, reuse=adopt_handoff(os.environ))
         try:
-            run_on_loop(self._main(listeners), loop_factory(self.config.server.loop))
+            run_on_loop(self._main(listeners), loop_factory(self.plan.server.loop))
         except StartupFailure:
             listeners.close_except()
             return EXIT_STARTUP
         except BaseException:
             listeners.close_except()
             raise
-        if self.next_config is not None:
-            launch = Launch(self.next_config, self.reresolve, self.manifest)
+        if self.next_plan is not None:
+            launch = Launch(self.next_plan, self.reresolve)
             reexec(launch if self.launched else None, listeners)
         listeners.close_except()
         return EXIT_OK
@@ -87,8 +85,9 @@ class SingleProcess:
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         health = await self._start_health()
         manifest_watch = None
-        if self.config.server.reload_on_change and self.manifest is not None:
-            manifest_watch = FileWatch([self.manifest])
+        manifest = self.plan.process.watch_manifest
+        if manifest is not None:
+            manifest_watch = FileWatch([manifest])
         # The server gets duplicates: asyncio closes the sockets it serves on, and the
         # originals must survive for a re-exec.
         serving = asyncio.ensure_future(server.serve([s.dup() for s in listeners.sockets]))
@@ -98,10 +97,10 @@ class SingleProcess:
         tasks = []
         if server.started.is_set():
             sd_notify.ready()
-            if self.config.server.reload_on_change:
+            if self.plan.server.watch_tls:
                 tasks.append(asyncio.ensure_future(watch_tls(server)))
-                if manifest_watch is not None:
-                    tasks.append(asyncio.ensure_future(self._watch_manifest(manifest_watch)))
+            if manifest_watch is not None:
+                tasks.append(asyncio.ensure_future(self._watch_manifest(manifest_watch)))
         try:
             await serving
         finally:
@@ -111,7 +110,7 @@ class SingleProcess:
                 health.close()
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            if self.next_config is None:
+            if self.next_plan is None:
                 sd_notify.stopping()
 
     def _on_hup(self) -> None:
@@ -124,7 +123,7 @@ class SingleProcess:
             return False
         try:
             new = self.reresolve()
-        except ReloadError as exc:
+        except ResolveError as exc:
             logger.error("Reload failed, keeping the current configuration.")
             for line in str(exc).splitlines():
                 logger.error("%s", line)
@@ -132,12 +131,12 @@ class SingleProcess:
         except Exception as exc:
             logger.error("Reload failed, keeping the current configuration: %s", exc)
             return False
-        if new == self.config and not force:
+        if new == self.plan and not force:
             logger.info("Configuration unchanged")
             return True
         logger.info("Restarting in place with the new configuration (re-exec)")
         sd_notify.reloading()
-        self.next_config = new
+        self.next_plan = new
         self.server.drain_delay_on_stop = False
         self.server.shutdown()
         return True
@@ -148,21 +147,20 @@ class SingleProcess:
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             if watch.changed():
-                logger.info("%s changed; reloading the configuration", self.manifest)
+                manifest = self.plan.process.watch_manifest
+                logger.info("%s changed; reloading the configuration", manifest)
                 self.reload(force=False)
 
     async def _start_health(self) -> asyncio.AbstractServer | None:
-        section = self.config.health
-        if section.listener is None:
+        spec = self.plan.process.health_listener
+        if spec is None:
             return None
         from palfrey.workers.health import open_health_listener, serve_health
 
         server = self.server
         return await serve_health(
-            open_health_listener(section),
-            section,
+            open_health_listener(spec),
+            self.plan.server.health,
             live=lambda: True,
-            ready=lambda: (
-                server.started.is_set() and not server.draining and not server.should_exit
-            ),
+            ready=lambda: server.ready() and not server.should_exit,
         )

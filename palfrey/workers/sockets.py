@@ -10,18 +10,12 @@ gone is closed only once no worker serves it any more.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from collections.abc import Mapping, MutableMapping
 
-from palfrey.build.listeners import (
-    ListenerError,
-    ListenerSpec,
-    bind,
-    close_listeners,
-    listener_specs,
-)
-from palfrey.config.runtime import RuntimeConfig
+from palfrey.plan.listeners import ListenerError, ListenerSpec
+from palfrey.plan.plan import Plan
+from palfrey.plan.realize import bind, close_listeners
 
 __all__ = ["HANDOFF_ENV", "ListenerSet", "adopt_handoff", "handoff_env", "reusable"]
 
@@ -31,7 +25,7 @@ underscore keeps it out of the PALFREY_* configuration namespace."""
 
 
 class ListenerSet:
-    """The listeners a Config asks for, as {spec: socket}, in the config's order."""
+    """The listeners a Plan asks for, as {spec: socket}, in the plan's order."""
 
     def __init__(self, sockets: Mapping[ListenerSpec, socket.socket]) -> None:
         self.by_spec = dict(sockets)
@@ -42,19 +36,15 @@ class ListenerSet:
 
     @classmethod
     def open(
-        cls,
-        config: RuntimeConfig,
-        *,
-        reuse: Mapping[str, socket.socket] | None = None,
-        environ: Mapping[str, str] | None = None,
+        cls, plan: Plan, *, reuse: Mapping[str, socket.socket] | None = None
     ) -> tuple[ListenerSet, list[socket.socket]]:
-        """Sockets for `config`: reused from `reuse` (keyed by `str(spec)`) when the
-        spec matches, else bound.
+        """Sockets for `plan`: reused from `reuse` (keyed by `str(spec)`) when the spec
+        matches, else bound.
 
         Returns the set and the sockets bound just now (close those to undo). Raises
         ListenerError, having closed whatever it bound.
         """
-        specs = listener_specs(config.server, os.environ if environ is None else environ)
+        specs = [listener.spec for listener in plan.listeners]
         reuse = reuse or {}
         opened: dict[ListenerSpec, socket.socket] = {}
         fresh: list[socket.socket] = []
@@ -62,9 +52,9 @@ class ListenerSet:
             for spec in specs:
                 if str(spec) in reuse:
                     sock = reuse[str(spec)]
-                    sock.listen(config.server.backlog)  # a changed backlog applies at once
+                    sock.listen(plan.backlog)  # a changed backlog applies at once
                 else:
-                    sock = bind(spec, config.server.backlog)
+                    sock = bind(spec, plan.backlog)
                     fresh.append(sock)
                 opened[spec] = sock
         except BaseException:

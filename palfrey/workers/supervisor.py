@@ -2,8 +2,8 @@
 worker processes serving on them.
 
 The parent never imports the app. It spawns workers (multiprocessing "spawn": a fresh
-interpreter, the pickled runtime copy of the Config (palfrey.config.runtime, so workers
-never import pydantic) and the listening sockets as file descriptors), pings
+interpreter, the pickled Plan (palfrey.plan.plan, so workers never import pydantic) and
+the listening sockets as file descriptors), pings
 each one over a pipe (answered by the worker's event loop, so a blocked loop counts as
 hung), replaces dead and hung workers with an exponential back-off, and gives up with
 exit status 1 on a crash loop. Signals:
@@ -30,15 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
-from palfrey.build.listeners import ListenerError, describe
-from palfrey.config.runtime import RuntimeConfig
 from palfrey.exitcodes import EXIT_CRASH_LOOP
-from palfrey.logging import configure_logging
+from palfrey.plan.listeners import ListenerError
+from palfrey.plan.plan import Plan
+from palfrey.plan.realize import apply_logging, describe, export_env_file
+from palfrey.plan.resolve import ResolveError
 from palfrey.workers import sd_notify
-from palfrey.workers.launch import ReloadError
+from palfrey.workers.messages import Drain, Ping, Pong, Ready, Recycle, Stop
 from palfrey.workers.sockets import ListenerSet, reusable
 from palfrey.workers.worker import WorkerArgs, worker_main
 
@@ -50,7 +50,7 @@ _BACKOFF_START = 0.1
 _READY_MARGIN = 30.0
 _STOP_MARGIN = 5.0
 
-Reresolve = Callable[[], RuntimeConfig]
+Reresolve = Callable[[], Plan]
 
 
 @dataclass(eq=False)
@@ -60,7 +60,7 @@ class WorkerHandle:
     number: int
     process: BaseProcess
     conn: Connection
-    config: RuntimeConfig
+    plan: Plan
     generation: int
     trial: bool
     state: str = "starting"  # starting -> ready -> stopping
@@ -90,32 +90,24 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def restart_needed(old: RuntimeConfig, new: RuntimeConfig) -> list[str]:
+def restart_needed(old: Plan, new: Plan) -> list[str]:
     """Changed settings that a reload cannot apply; they need a full restart."""
     keys = []
-    if old.reload != new.reload:
+    if old.process.reload != new.process.reload:
         keys.append("reload.*")
-    if old.health.listener != new.health.listener:
+    if old.process.health_listener != new.process.health_listener:
         keys.append("health.listener")
     return keys
 
 
 class Supervisor:
-    """Runs `config` with `workers.count` supervised worker processes."""
+    """Runs `plan` with `workers.count` supervised worker processes (one with --reload)."""
 
-    def __init__(
-        self,
-        config: RuntimeConfig,
-        *,
-        reresolve: Reresolve | None = None,
-        manifest: Path | None = None,
-        dev_reload: bool = False,
-    ) -> None:
-        self.config = config
+    def __init__(self, plan: Plan, *, reresolve: Reresolve | None = None) -> None:
+        self.plan = plan
         self.reresolve = reresolve
-        self.manifest = manifest
-        self.dev_reload = dev_reload
-        self.target = 1 if dev_reload else config.workers.count
+        self.dev_reload = plan.process.reload is not None
+        self.target = 1 if self.dev_reload else plan.process.workers
         self.generation = 0
         self.workers: list[WorkerHandle] = []
         self.listeners = ListenerSet({})
@@ -136,7 +128,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Bind, supervise until stopped, return the exit code. Raises ListenerError."""
-        self.listeners, _ = ListenerSet.open(self.config)
+        self.listeners, _ = ListenerSet.open(self.plan)
         try:
             return asyncio.run(self._main())
         finally:
@@ -149,17 +141,18 @@ class Supervisor:
         self._stop_event = asyncio.Event()
         self._ops = asyncio.Lock()
         logger.info("Started parent process [%d]", os.getpid())
-        for sock in self.listeners.sockets:
-            tls = self.config.tls.enabled
+        for listener, sock in zip(self.plan.listeners, self.listeners.sockets, strict=True):
+            tls = listener.tls is not None
             logger.info("Palfrey running on %s (Press CTRL+C to quit)", describe(sock, tls=tls))
         self._install_signals(loop)
         health = await self._start_health()
         # Watch from before the first worker starts: a change during boot is a change.
         manifest_watch = None
-        if self.config.server.reload_on_change and self.manifest is not None:
+        manifest = self.plan.process.watch_manifest
+        if manifest is not None:
             from palfrey.workers.watch import FileWatch
 
-            manifest_watch = FileWatch([self.manifest])
+            manifest_watch = FileWatch([manifest])
         code = await self._boot()
         if code:
             await self._shutdown()
@@ -231,7 +224,7 @@ class Supervisor:
     def _spawn(self, *, trial: bool) -> WorkerHandle:
         self._numbers += 1
         parent_conn, child_conn = self._context.Pipe(duplex=True)
-        args = WorkerArgs(self.config, self.listeners.sockets, child_conn, self._numbers)
+        args = WorkerArgs(self.plan, self.listeners.sockets, child_conn, self._numbers)
         process = self._context.Process(
             target=worker_main, args=(args,), name=f"palfrey-worker-{self._numbers}"
         )
@@ -241,7 +234,7 @@ class Supervisor:
             number=self._numbers,
             process=process,
             conn=parent_conn,
-            config=self.config,
+            plan=self.plan,
             generation=self.generation,
             trial=trial,
         )
@@ -255,7 +248,7 @@ class Supervisor:
     async def _start_worker(self, *, trial: bool) -> WorkerHandle | None:
         """Spawn a worker and wait until it serves; None if it failed to start."""
         worker = self._spawn(trial=trial)
-        startup = worker.config.lifespan.startup_timeout
+        startup = worker.plan.server.lifespan.startup_timeout
         timeout = (startup or 0.0) + _READY_MARGIN if startup is not None else None
         waiting: set[asyncio.Future[Any]] = {worker.ready, worker.exited}
         done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -274,9 +267,9 @@ class Supervisor:
             return
         worker.state = "stopping"
         worker.expected_exit = True
-        if not _send(worker, "drain" if drain else "stop"):
+        if not _send(worker, Drain() if drain else Stop()):
             _signal(worker, signal.SIGTERM)
-        timeout = _stop_timeout(worker.config, drain=drain)
+        timeout = _stop_timeout(worker.plan, drain=drain)
         try:
             await asyncio.wait_for(asyncio.shield(worker.exited), timeout)
         except asyncio.TimeoutError:
@@ -291,20 +284,15 @@ class Supervisor:
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(worker.conn.fileno())
             return
-        if message == "pong":
+        if isinstance(message, Pong):
             worker.ping_sent = None
             worker.last_pong = asyncio.get_running_loop().time()
-        elif isinstance(message, tuple) and message[0] == "ready":
+        elif isinstance(message, Ready):
             worker.state = "ready"
             worker.last_pong = asyncio.get_running_loop().time()
             if not worker.ready.done():
                 worker.ready.set_result(True)
-        elif (
-            isinstance(message, tuple)
-            and message[0] == "recycle"
-            and not self.stopping
-            and worker.state == "ready"
-        ):
+        elif isinstance(message, Recycle) and not self.stopping and worker.state == "ready":
             self._spawn_task(self._recycle(worker))
 
     def _on_exit(self, worker: WorkerHandle) -> None:
@@ -343,12 +331,12 @@ class Supervisor:
             logger.info("Waiting for a file change before starting it again")
             return
         now = asyncio.get_running_loop().time()
-        window = self.config.workers.crash_window
+        window = self.plan.process.crash_window
         if self._crashes and now - self._crashes[-1] > window:
             self._consecutive = 0
         self._crashes = [t for t in self._crashes if now - t <= window] + [now]
         self._consecutive += 1
-        limit = self.config.workers.crash_limit
+        limit = self.plan.process.crash_limit
         if len(self._crashes) >= limit:
             logger.critical(
                 "Workers crashed %d times within %.0f s (workers.crash_limit / "
@@ -360,7 +348,7 @@ class Supervisor:
             self.request_stop()
             return
         backoff = _BACKOFF_START * 2 ** (self._consecutive - 1)
-        delay = min(backoff, self.config.workers.restart_backoff_max)
+        delay = min(backoff, self.plan.process.restart_backoff_max)
         logger.info("Replacing it in %.1f s", delay)
         asyncio.get_running_loop().call_later(delay, self._replace_later)
 
@@ -429,13 +417,13 @@ class Supervisor:
 
     async def _reload(self, *, force: bool) -> bool:
         assert self._ops is not None
-        new = self._read_config()
+        new = self._read_plan()
         if new is None:
             return False
-        if new == self.config and not force:
+        if new == self.plan and not force:
             logger.info("Configuration unchanged")
             return True
-        for key in restart_needed(self.config, new):
+        for key in restart_needed(self.plan, new):
             logger.warning("%s changed: it takes effect only after a full restart", key)
         async with self._ops:
             if self.stopping:
@@ -445,14 +433,16 @@ class Supervisor:
             except ListenerError as exc:
                 logger.error("Reload failed, keeping the current configuration: %s", exc)
                 return False
-            previous = (self.config, self.listeners, self.generation)
-            self.config, self.listeners = new, listeners
+            previous = (self.plan, self.listeners, self.generation)
+            self.plan, self.listeners = new, listeners
             self.generation += 1
             old = [w for w in self.workers if w.generation < self.generation]
+            export_env_file(new)  # new workers inherit the reloaded env file's variables
             # A canary: if the new config's first worker cannot start, nothing changed.
             first = await self._start_worker(trial=True)
             if first is None:
-                self.config, self.listeners, self.generation = previous
+                export_env_file(previous[0])
+                self.plan, self.listeners, self.generation = previous
                 listeners.close_except(self.listeners)
                 logger.error(
                     "Reload failed: a worker with the new configuration did not start; "
@@ -460,8 +450,8 @@ class Supervisor:
                 )
                 return False
             first.trial = False
-            configure_logging(new.logging)
-            self.target = 1 if self.dev_reload else new.workers.count
+            apply_logging(new)
+            self.target = 1 if self.dev_reload else new.process.workers
             logger.info(
                 "Rolling out the new configuration to %d workers, one at a time", self.target
             )
@@ -485,12 +475,12 @@ class Supervisor:
             logger.info("Reload complete: %d workers on the new configuration", len(self.workers))
             return True
 
-    def _read_config(self) -> RuntimeConfig | None:
+    def _read_plan(self) -> Plan | None:
         if self.reresolve is None:
-            return self.config
+            return self.plan
         try:
             return self.reresolve()
-        except ReloadError as exc:
+        except ResolveError as exc:
             logger.error("Reload failed, keeping the current configuration.")
             for line in str(exc).splitlines():
                 logger.error("%s", line)
@@ -523,8 +513,8 @@ class Supervisor:
     async def _health_checks(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            section = self.config.workers
-            interval, timeout = section.healthcheck_interval, section.healthcheck_timeout
+            process = self.plan.process
+            interval, timeout = process.healthcheck_interval, process.healthcheck_timeout
             await asyncio.sleep(min(0.5, interval, timeout / 2))
             now = loop.time()
             for worker in list(self.workers):
@@ -541,7 +531,7 @@ class Supervisor:
                         _signal(worker, signal.SIGKILL)
                 elif now - worker.last_pong >= interval:
                     worker.ping_sent = now
-                    _send(worker, "ping")
+                    _send(worker, Ping())
 
     async def _watch_manifest(self, watch: Any) -> None:
         from palfrey.workers.watch import POLL_INTERVAL
@@ -549,13 +539,15 @@ class Supervisor:
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             if watch.changed():
-                logger.info("%s changed; reloading the configuration", self.manifest)
+                manifest = self.plan.process.watch_manifest
+                logger.info("%s changed; reloading the configuration", manifest)
                 await self.reload(force=False)
 
     async def _watch_code(self) -> None:
         from palfrey.workers.reload import ChangeWatcher
 
-        async for changes in ChangeWatcher(self.config.reload).changes():
+        assert self.plan.process.reload is not None
+        async for changes in ChangeWatcher(self.plan.process.reload).changes():
             names = ", ".join(sorted({str(path) for path in changes})[:5])
             logger.warning("Detected changes in %s. Reloading...", names)
             assert self._ops is not None
@@ -570,26 +562,27 @@ class Supervisor:
                     await self._stop_worker(worker)
 
     async def _start_health(self) -> asyncio.AbstractServer | None:
-        section = self.config.health
-        if section.listener is None:
+        spec = self.plan.process.health_listener
+        if spec is None:
             return None
         from palfrey.workers.health import open_health_listener, serve_health
 
-        sock = open_health_listener(section)
+        sock = open_health_listener(spec)
         return await serve_health(
             sock,
-            section,
+            self.plan.server.health,
             live=lambda: not self.stopping or self.exit_code == 0,
             ready=lambda: not self.stopping and any(w.state == "ready" for w in self.workers),
         )
 
 
-def _stop_timeout(config: RuntimeConfig, *, drain: bool) -> float | None:
-    graceful = config.timeouts.graceful_shutdown
+def _stop_timeout(plan: Plan, *, drain: bool) -> float | None:
+    server = plan.server
+    graceful = server.graceful_shutdown
     if graceful is None:
         return None  # the operator asked to wait for in-flight requests forever
-    lifespan = config.lifespan.shutdown_timeout or 0.0
-    delay = config.server.drain_delay if drain else 0.0
+    lifespan = server.lifespan.shutdown_timeout or 0.0
+    delay = server.drain_delay if drain else 0.0
     return delay + graceful + lifespan + _STOP_MARGIN
 
 

@@ -15,13 +15,12 @@ import os
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from palfrey.config.runtime import TLSSection
     from palfrey.server import Server
 
-__all__ = ["POLL_INTERVAL", "FileWatch", "reload_tls_in_place", "tls_files", "watch_tls"]
+__all__ = ["POLL_INTERVAL", "FileWatch", "watch_tls"]
 
 logger = logging.getLogger("palfrey.error")
 
@@ -60,48 +59,22 @@ class FileWatch:
         return True
 
 
-def tls_files(tls: TLSSection) -> list[Path]:
-    """Every file the TLS context is built from."""
-    names = (tls.certfile, tls.keyfile, tls.ca_certs, tls.keyfile_password_file)
-    return [path for path in names if path is not None]
-
-
-def reload_tls_in_place(context: ssl.SSLContext, tls: TLSSection) -> None:
-    """Load renewed certificate files into the live `context`: new handshakes use them,
-    established connections are untouched. Validates first by building a complete new
-    context, so a half-written or mismatched pair leaves the old certificate serving.
-    Raises TLSConfigError or ssl.SSLError."""
-    from palfrey.build import tls as tls_module
-
-    fresh = tls_module.create_ssl_context(tls)
-    password = tls_module._password(tls)
-    context.load_cert_chain(
-        str(tls.certfile),
-        str(tls.keyfile) if tls.keyfile is not None else None,
-        password=lambda: password or "",
-    )
-    if tls.ca_certs is not None:
-        context.load_verify_locations(cafile=str(tls.ca_certs))
-    certs: Any = tls_module._SERVER_CERTS
-    if fresh in certs:  # the ASGI `tls` extension's server_cert
-        certs[context] = certs[fresh]
-
-
 async def watch_tls(server: Server, interval: float = POLL_INTERVAL) -> None:
     """Reload `server`'s TLS context whenever its files change (runs until cancelled)."""
-    from palfrey.build.tls import TLSConfigError
+    from palfrey.plan.tls import TLSConfigError, reload_in_place
 
-    tls = server.config.tls
-    context = server.ssl_context
-    if not tls.enabled or not isinstance(context, ssl.SSLContext):
+    tls = server.plan.tls
+    contexts = [context for context in server.ssl_contexts.values() if context is not None]
+    if tls is None or not contexts:
         return
-    watch = FileWatch(tls_files(tls))
+    watch = FileWatch(tls.files())
     while True:
         await asyncio.sleep(interval)
         if not watch.changed():
             continue
         try:
-            reload_tls_in_place(context, tls)
+            for context in dict.fromkeys(contexts):
+                reload_in_place(context, tls)
         except (TLSConfigError, ssl.SSLError, OSError) as exc:
             logger.error("TLS files changed but cannot be loaded (%s); keeping the old ones", exc)
         else:

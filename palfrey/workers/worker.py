@@ -1,12 +1,5 @@
-"""The worker process side of the supervisor: serve one Config on inherited sockets and
-answer the supervisor over a pipe.
-
-Messages from the supervisor: "ping" (answered "pong" by the event loop itself, so a
-blocked loop fails the health check), "stop" (finish in-flight requests and exit, for
-rolling restarts: no drain delay) and "drain" (a full shutdown, drain delay included;
-SIGTERM and SIGINT mean the same). Messages to it: ("ready", pid) once serving, "pong",
-and ("recycle", requests) when limits.max_requests is reached, so the supervisor starts a
-replacement before this worker stops.
+"""The worker process side of the supervisor: serve one Plan on inherited sockets and
+answer the supervisor over a pipe (the messages are palfrey.workers.messages).
 """
 
 from __future__ import annotations
@@ -22,8 +15,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from palfrey.config.runtime import RuntimeConfig
 from palfrey.exitcodes import EXIT_APP_IMPORT, EXIT_CONFIG, EXIT_OK, EXIT_STARTUP
+from palfrey.plan.plan import Plan
+from palfrey.workers.messages import Drain, Ping, Pong, Ready, Recycle, Stop
 
 __all__ = ["EXIT_OK", "WorkerArgs", "worker_main"]
 
@@ -32,10 +26,10 @@ logger = logging.getLogger("palfrey.error")
 
 @dataclass
 class WorkerArgs:
-    """What a spawned worker receives (pickled; the sockets travel as file descriptors).
-    The config is the runtime copy, so the worker never imports pydantic."""
+    """What a spawned worker receives (pickled; the sockets travel as file descriptors,
+    one per listener of the plan, in its order). A worker never imports pydantic."""
 
-    config: RuntimeConfig
+    plan: Plan
     sockets: list[socket.socket]
     conn: Connection
     number: int
@@ -47,22 +41,21 @@ def worker_main(args: WorkerArgs) -> None:
     # default action of TTIN/TTOU would stop the process).
     for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
-    from palfrey.logging import configure_logging
-    from palfrey.workers.launch import export_env_file
+    from palfrey.plan.realize import apply_logging, export_env_file
 
-    export_env_file(args.config)
-    configure_logging(args.config.logging)
+    export_env_file(args.plan)
+    apply_logging(args.plan)
     sys.exit(serve_worker(args))
 
 
 def serve_worker(args: WorkerArgs) -> int:
     from palfrey.asgi.app_loading import AppLoadError
-    from palfrey.build.tls import TLSConfigError
+    from palfrey.plan.tls import TLSConfigError
     from palfrey.server import Server, StartupFailure, loop_factory, run_on_loop
 
-    server = Server(args.config)
+    server = Server(args.plan)
     try:
-        run_on_loop(_serve(server, args), loop_factory(args.config.server.loop))
+        run_on_loop(_serve(server, args), loop_factory(args.plan.server.loop))
     except StartupFailure:
         return EXIT_STARTUP
     except AppLoadError as exc:
@@ -91,12 +84,12 @@ async def _serve(server: Any, args: WorkerArgs) -> None:
             logger.warning("Supervisor gone; shutting down worker [%d]", os.getpid())
             server.shutdown()
             return
-        if message == "ping":
-            _send(conn, "pong")
-        elif message == "stop":
+        if isinstance(message, Ping):
+            _send(conn, Pong())
+        elif isinstance(message, Stop):
             server.drain_delay_on_stop = False
             server.shutdown()
-        elif message == "drain":
+        elif isinstance(message, Drain):
             server.shutdown()
 
     loop.add_reader(conn.fileno(), on_message)
@@ -106,9 +99,9 @@ async def _serve(server: Any, args: WorkerArgs) -> None:
     watcher = None
     if started.done() and not serving.done():
         _recycle_through_supervisor(server, conn)
-        if args.config.server.reload_on_change:
+        if args.plan.server.watch_tls:
             watcher = asyncio.ensure_future(watch_tls(server))
-        _send(conn, ("ready", os.getpid()))
+        _send(conn, Ready(os.getpid()))
     started.cancel()
     try:
         await serving
@@ -132,7 +125,7 @@ def _recycle_through_supervisor(server: Any, conn: Connection) -> None:
             state.total_requests,
             os.getpid(),
         )
-        if not _send(conn, ("recycle", state.total_requests)):
+        if not _send(conn, Recycle(state.total_requests)):
             server.shutdown()
 
     state.on_budget_spent = spent

@@ -195,8 +195,9 @@ async def app(scope, receive, send):
 def test_the_serving_process_is_the_same_pid_without_pydantic(
     tmp_path: Path, program: str, prefix: list[str]
 ) -> None:
-    """`palfrey` validates, then execs in place into a process that never imports pydantic:
-    same pid, same command line and interpreter flags, the env file still exported."""
+    """`palfrey` validates in a forked child and serves in the process that was started,
+    which never imports pydantic: same pid, same command line and interpreter flags, the
+    env file still exported."""
     (tmp_path / "probe.py").write_text(PROBE)
     (tmp_path / ".env").write_text("FROM_ENV_FILE=yes\n")
     args = [*prefix, "probe:app", "--port", "0", "--lifespan", "off", "--env-file", ".env"]
@@ -212,9 +213,25 @@ def test_the_serving_process_is_the_same_pid_without_pydantic(
         assert seen["xoptions"] == ({"probe": "1"} if prefix else {})
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
         assert cmdline[-len(args) :] == args  # what ps shows is what was run
+        # Not merely hidden from sys.modules: pydantic's compiled core was never mapped.
+        assert "pydantic_core" not in Path(f"/proc/{pid}/maps").read_text()
         proc.signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         assert proc.count("Palfrey running on") == 1
+
+
+def test_the_supervisor_and_its_workers_never_load_pydantic(tmp_path: Path) -> None:
+    (tmp_path / "probe.py").write_text(PROBE)
+    args = ["probe:app", "--port", "0", "--lifespan", "off", "--workers", "2"]
+    with PalfreyProcess(args, cwd=tmp_path) as proc:
+        seen = proc.wait_until_serving().json()
+        assert proc.proc is not None
+        assert seen["pydantic"] is False
+        assert seen["pid"] != proc.proc.pid  # answered by a worker
+        for pid in (proc.proc.pid, seen["pid"]):
+            assert "pydantic_core" not in Path(f"/proc/{pid}/maps").read_text()
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
 
 
 def test_errors_found_after_the_exec_keep_their_exit_codes(tmp_path: Path) -> None:

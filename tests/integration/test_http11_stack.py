@@ -190,14 +190,15 @@ def _spawn(app_source: str, tmp_path: Path, *args: str) -> subprocess.Popen[str]
         """
         import sys
         from palfrey.config.model import Config
-        from palfrey.logging import configure_logging
+        from palfrey.plan.plan import plan
+        from palfrey.plan.realize import apply_logging
         from palfrey.server import Server
-        config = Config.model_validate({
+        config = plan(Config.model_validate({
             "app": "sig_app:app", "app_dir": sys.argv[1],
             "server": {"port": 0}, "lifespan": {"mode": "on"},
             "timeouts": {"graceful_shutdown": 2},
-        })
-        configure_logging(config.logging)
+        }))
+        apply_logging(config)
         sys.exit(Server(config).run())
         """
     )

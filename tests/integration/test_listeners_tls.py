@@ -1,5 +1,5 @@
-"""Listeners and TLS end to end: asyncio servers on sockets from palfrey.build.listeners,
-real TLS handshakes with contexts from palfrey.build.tls (trustme CA; httpx and ssl
+"""Listeners and TLS end to end: asyncio servers on sockets from palfrey.plan.listeners,
+real TLS handshakes with contexts from palfrey.plan.tls (trustme CA; httpx and ssl
 clients), UNIX sockets, inherited fds and systemd LISTEN_FDS in child processes."""
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import pytest
 import trustme
 from cryptography import x509
 
-from palfrey.build.listeners import ListenerSpec, bind, close_listeners, describe
-from palfrey.build.tls import create_ssl_context, tls_scope_extension
+from palfrey.plan.listeners import ListenerSpec
+from palfrey.plan.realize import bind, close_listeners, describe
+from palfrey.plan.tls import create_ssl_context
+from palfrey.transports.tls_scope import tls_scope_extension
 from tests.unit.test_tls import _section, ca, pki
 
 __all__ = ["ca", "pki"]  # module-scoped fixtures shared with the unit tests
@@ -254,9 +256,11 @@ def test_systemd_listen_fds_with_a_real_fd(tmp_path: Path) -> None:
         """
         import os, socket, sys
         os.environ["LISTEN_PID"] = str(os.getpid())  # systemd sets it to the child's pid
-        from palfrey.build.listeners import bind_listeners, describe
-        from palfrey.config.model import Config, to_runtime
-        [sock] = bind_listeners(to_runtime(Config()), os.environ)
+        from palfrey.config.model import Config
+        from palfrey.plan.plan import plan
+        from palfrey.plan.realize import bind_all, describe
+        [listener] = plan(Config(), os.environ).listeners
+        [sock] = bind_all([listener.spec], 16)
         print(describe(sock), sock.fileno(), flush=True)
         sock.setblocking(True)
         sock.settimeout(10)

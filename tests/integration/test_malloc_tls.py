@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from palfrey.build.malloc import glibc
+from palfrey.plan.malloc import glibc
 from tests.helpers.process import PalfreyProcess
 
 pytestmark = pytest.mark.skipif(not glibc(), reason="glibc only")

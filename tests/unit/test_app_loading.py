@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 
 from palfrey.asgi.adapters import ASGI2Adapter
-from palfrey.asgi.app_loading import AppLoadError, adapt, import_from_string, load_app
-from palfrey.config.model import Config, to_runtime
-from palfrey.config.runtime import RuntimeConfig
+from palfrey.asgi.app_loading import AppLoadError, AppSpec, adapt, import_from_string, load_app
+from tests.helpers.plans import make_plan
 
 
 def write_module(tmp_path: Path, name: str, source: str) -> None:
     (tmp_path / f"{name}.py").write_text(source)
 
 
-def config(tmp_path: Path, app: str, **extra: Any) -> RuntimeConfig:
-    return to_runtime(Config.model_validate({"app": app, "app_dir": str(tmp_path), **extra}))
+def config(tmp_path: Path, app: str, **extra: Any) -> AppSpec:
+    """The app spec the plan makes of these settings."""
+    return make_plan([app], app_dir=str(tmp_path), **extra).server.app
 
 
 def test_dotted_attribute(tmp_path: Path) -> None:

@@ -7,14 +7,21 @@ from typing import Any
 import pytest
 
 from palfrey.protocols import http11_response
-from palfrey.protocols.http11_response import DefaultHeaders, encode_head, status_line
+from palfrey.protocols.http11_response import (
+    DefaultHeaders,
+    HeaderSettings,
+    encode_head,
+    status_line,
+)
 from palfrey.protocols.limits import (
-    HTTPLimits,
     ProtocolError,
     check_raw_head,
     check_request_line,
     inspect_headers,
 )
+from tests.helpers.plans import make_plan
+
+LIMITS = make_plan().connections.limits
 
 
 @pytest.mark.parametrize(
@@ -78,11 +85,13 @@ def test_request_line(line: tuple[bytes, bytes, str], status: int) -> None:
 )
 def test_raw_head_checks(head: bytes) -> None:
     with pytest.raises(ProtocolError):
-        check_raw_head(head, HTTPLimits())
+        check_raw_head(head, LIMITS)
 
 
 def test_encode_head_framing() -> None:
-    defaults = DefaultHeaders(server_header=True, date_header=False, extra=(("X-A", "1"),))
+    defaults = DefaultHeaders(
+        HeaderSettings(server_header=True, date_header=False, extra=(("X-A", "1"),))
+    )
     head = encode_head(
         200,
         [(b"content-type", b"text/plain")],
@@ -129,7 +138,7 @@ def test_encode_head_framing() -> None:
 def test_encode_head_reuses_checked_fields_without_changing_the_bytes() -> None:
     # Ordinary fields are checked and encoded once, then reused; the bytes never differ
     # from a first encoding, and special fields are still read on every response.
-    defaults = DefaultHeaders(server_header=False, date_header=False)
+    defaults = DefaultHeaders(HeaderSettings(server_header=False, date_header=False, extra=()))
 
     def head(headers: list[Any]) -> bytes:
         encoded = encode_head(

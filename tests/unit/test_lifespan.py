@@ -7,7 +7,16 @@ from typing import Any
 
 import pytest
 
-from palfrey.asgi.lifespan import Lifespan, LifespanFailure
+from palfrey.asgi.lifespan import Lifespan, LifespanFailure, LifespanSettings
+from tests.helpers.plans import make_plan
+
+DEFAULTS = make_plan().server.lifespan
+
+
+def lifespan_of(app: Any, **settings: Any) -> Lifespan:
+    """A Lifespan with the default settings (from the model), `settings` replaced."""
+    values = {**vars(DEFAULTS), **settings}
+    return Lifespan(app, LifespanSettings(**values))
 
 
 def run(coro: Any) -> Any:
@@ -25,7 +34,7 @@ async def good_app(scope: Any, receive: Any, send: Any) -> None:
 
 def test_startup_fills_state_and_shutdown_completes() -> None:
     async def main() -> dict[str, Any]:
-        lifespan = Lifespan(good_app)
+        lifespan = lifespan_of(good_app)
         await lifespan.startup()
         await lifespan.shutdown()
         return lifespan.state
@@ -40,7 +49,7 @@ def test_startup_failed_message_raises(mode: str) -> None:
         await send({"type": "lifespan.startup.failed", "message": "no database"})
 
     with pytest.raises(LifespanFailure, match="no database"):
-        run(Lifespan(app, mode=mode).startup())
+        run(lifespan_of(app, mode=mode).startup())
 
 
 def test_app_without_lifespan_is_fine_in_auto_mode() -> None:
@@ -48,7 +57,7 @@ def test_app_without_lifespan_is_fine_in_auto_mode() -> None:
         raise RuntimeError("only http")
 
     async def main() -> None:
-        lifespan = Lifespan(app, mode="auto")
+        lifespan = lifespan_of(app, mode="auto")
         await lifespan.startup()
         await lifespan.shutdown()
 
@@ -60,14 +69,14 @@ def test_app_raising_in_on_mode_fails_startup() -> None:
         raise RuntimeError("only http")
 
     with pytest.raises(LifespanFailure):
-        run(Lifespan(app, mode="on").startup())
+        run(lifespan_of(app, mode="on").startup())
 
 
 def test_off_mode_never_calls_the_app() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("called")
 
-    run(Lifespan(app, mode="off").startup())
+    run(lifespan_of(app, mode="off").startup())
 
 
 def test_startup_timeout() -> None:
@@ -75,7 +84,7 @@ def test_startup_timeout() -> None:
         await asyncio.sleep(10)
 
     with pytest.raises(LifespanFailure, match="timed out"):
-        run(Lifespan(app, startup_timeout=0.05).startup())
+        run(lifespan_of(app, startup_timeout=0.05).startup())
 
 
 def test_shutdown_timeout_does_not_hang() -> None:
@@ -86,7 +95,7 @@ def test_shutdown_timeout_does_not_hang() -> None:
         await asyncio.sleep(10)
 
     async def main() -> None:
-        lifespan = Lifespan(app, shutdown_timeout=0.05)
+        lifespan = lifespan_of(app, shutdown_timeout=0.05)
         await lifespan.startup()
         await lifespan.shutdown()
 

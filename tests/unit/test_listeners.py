@@ -12,19 +12,15 @@ from typing import Any
 
 import pytest
 
-from palfrey.build.listeners import (
+from palfrey.config.model import ServerSection
+from palfrey.plan.listeners import (
     ListenerError,
     ListenerSpec,
-    bind,
-    bind_listeners,
-    close_listeners,
-    describe,
     listener_specs,
     parse_bind,
     systemd_specs,
 )
-from palfrey.config import runtime
-from palfrey.config.model import Config, ServerSection, to_runtime
+from palfrey.plan.realize import bind, bind_all, close_listeners, describe
 
 HAS_IPV6 = socket.has_ipv6
 try:
@@ -33,10 +29,11 @@ except OSError:
     HAS_IPV6 = False
 
 
-def _server(**values: Any) -> runtime.ServerSection:
-    """The server section as serving code receives it (validated, then the runtime copy)."""
-    section: runtime.ServerSection = to_runtime(ServerSection(**values))
-    return section
+def _specs(environ: dict[str, str] | None = None, **values: Any) -> list[ListenerSpec]:
+    """The listeners of a validated server section, as the plan derives them."""
+    section = ServerSection(**values)
+    explicit = bool({"host", "port"} & section.model_fields_set)
+    return listener_specs(section, environ or {}, explicit_tcp=explicit)
 
 
 @pytest.fixture
@@ -50,18 +47,17 @@ def short_tmp() -> Iterator[Path]:
 
 
 def test_default_is_host_port() -> None:
-    assert listener_specs(_server(), {}) == [ListenerSpec(kind="tcp", host="127.0.0.1", port=8000)]
+    assert _specs() == [ListenerSpec(kind="tcp", host="127.0.0.1", port=8000)]
 
 
 def test_uds_replaces_tcp_and_carries_mode() -> None:
-    server = _server(uds="/run/app.sock", uds_permissions="660")
-    assert listener_specs(server, {}) == [
+    assert _specs(uds="/run/app.sock", uds_permissions="660") == [
         ListenerSpec(kind="unix", path="/run/app.sock", mode=0o660)
     ]
 
 
 def test_fd() -> None:
-    assert listener_specs(_server(fd=5), {}) == [ListenerSpec(kind="fd", fd=5)]
+    assert _specs(fd=5) == [ListenerSpec(kind="fd", fd=5)]
 
 
 @pytest.mark.parametrize(
@@ -86,8 +82,7 @@ def test_parse_bind_rejects(item: str) -> None:
 
 
 def test_bind_list_replaces_host_port_and_dedupes() -> None:
-    server = _server(bind=("127.0.0.1:0", "unix:/tmp/x.sock", "127.0.0.1:0"))
-    assert listener_specs(server, {}) == [
+    assert _specs(bind=("127.0.0.1:0", "unix:/tmp/x.sock", "127.0.0.1:0")) == [
         ListenerSpec(kind="tcp", host="127.0.0.1", port=0),
         ListenerSpec(kind="unix", path="/tmp/x.sock", mode=0o666),
     ]
@@ -113,11 +108,10 @@ def test_systemd_specs() -> None:
 
 def test_systemd_used_only_without_explicit_listener() -> None:
     environ = {"LISTEN_FDS": "1", "LISTEN_PID": str(os.getpid())}
-    assert listener_specs(_server(), environ) == [ListenerSpec(kind="fd", fd=3)]
-    assert listener_specs(_server(port=9000), environ)[0].kind == "tcp"
-    assert listener_specs(_server(uds="/a.sock"), environ)[0].kind == "unix"
-    off = _server(systemd_socket_activation=False)
-    assert listener_specs(off, environ)[0].kind == "tcp"
+    assert _specs(environ) == [ListenerSpec(kind="fd", fd=3)]
+    assert _specs(environ, port=9000)[0].kind == "tcp"
+    assert _specs(environ, uds="/a.sock")[0].kind == "unix"
+    assert _specs(environ, systemd_socket_activation=False)[0].kind == "tcp"
 
 
 def test_specs_pickle_and_hash() -> None:
@@ -303,19 +297,18 @@ def test_fd_errors(tmp_path: Path) -> None:
         udp.close()
 
 
-def test_bind_listeners_several_and_cleanup_on_failure(short_tmp: Path) -> None:
+def test_bind_all_several_and_cleanup_on_failure(short_tmp: Path) -> None:
     taken = bind(ListenerSpec(kind="tcp", host="127.0.0.1", port=0), 16)
     taken_port = taken.getsockname()[1]
     path = short_tmp / "several.sock"
     try:
-        config = to_runtime(Config(server={"bind": ["127.0.0.1:0", f"unix:{path}"]}))
-        sockets = bind_listeners(config, {})
+        sockets = bind_all(_specs(bind=["127.0.0.1:0", f"unix:{path}"]), 16)
         assert [s.family for s in sockets] == [socket.AF_INET, socket.AF_UNIX]
         close_listeners(sockets)
         assert not path.exists()
-        bad = to_runtime(Config(server={"bind": [f"unix:{path}", f"127.0.0.1:{taken_port}"]}))
+        bad = _specs(bind=[f"unix:{path}", f"127.0.0.1:{taken_port}"])
         with pytest.raises(ListenerError, match="address already in use"):
-            bind_listeners(bad, {})
+            bind_all(bad, 16)
         assert not path.exists()  # the listener bound first was closed and removed
     finally:
         close_listeners([taken])

@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 
-from palfrey.config import runtime
-from palfrey.config.model import LoggingSection, to_runtime
 from palfrey.logging import (
     TRACE_LOG_LEVEL,
     AccessFormatter,
     AccessLogger,
     DefaultFormatter,
     JSONFormatter,
+    LoggingSettings,
     configure_logging,
     default_logging_config,
 )
+from tests.helpers.plans import make_plan
 
 NAMES = (
     "",
@@ -35,10 +35,9 @@ NAMES = (
 )
 
 
-def _section(**values: Any) -> runtime.LoggingSection:
-    """The logging section as serving code receives it (validated, then the runtime copy)."""
-    section: runtime.LoggingSection = to_runtime(LoggingSection(**values))
-    return section
+def _section(**values: Any) -> LoggingSettings:
+    """The logging settings the plan makes of this `logging` section."""
+    return make_plan(logging=values).logging
 
 
 @pytest.fixture(autouse=True)

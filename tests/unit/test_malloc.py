@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from palfrey import server as server_module
-from palfrey.build import malloc
+from palfrey.plan import malloc
 from tests.helpers.server import run_server
 
 GLIBC = malloc.glibc()
@@ -88,7 +87,7 @@ def test_a_refused_threshold_is_logged(
 # trim moves back down.
 PROBE = """
 import ctypes, json, sys
-from palfrey.build import malloc
+from palfrey.plan import malloc
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -163,10 +162,11 @@ def test_mmap_threshold_yields_to_the_environment() -> None:
 def test_server_applies_the_setting_at_startup(
     monkeypatch: pytest.MonkeyPatch, name: str, setting: str | None, expected: int | None
 ) -> None:
-    # Both are recorded, neither applied: the test process's allocator stays as it was.
+    # Both are recorded, neither applied: the test process's allocator stays as it was
+    # (realize imports them from palfrey.plan.malloc when the server starts).
     seen: dict[str, list[Any]] = {"malloc_top_pad": [], "malloc_mmap_threshold": []}
-    monkeypatch.setattr(server_module, "apply_top_pad", seen["malloc_top_pad"].append)
-    monkeypatch.setattr(server_module, "apply_mmap_threshold", seen["malloc_mmap_threshold"].append)
+    monkeypatch.setattr(malloc, "apply_top_pad", seen["malloc_top_pad"].append)
+    monkeypatch.setattr(malloc, "apply_mmap_threshold", seen["malloc_mmap_threshold"].append)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from palfrey.protocols.context import ConnectionContext, http_scope
+from tests.helpers.plans import connection_context
 
 
 async def _app(scope: Any, receive: Any, send: Any) -> None:
@@ -20,7 +21,7 @@ def _scope(ctx: ConnectionContext, raw_path: bytes, query: bytes = b"") -> dict[
 
 
 def test_path_is_percent_decoded_as_utf8_bytes() -> None:
-    ctx = ConnectionContext(app=_app)
+    ctx = connection_context(_app)
     assert _scope(ctx, b"/caf%C3%A9")["path"] == "/café"
     # Raw bytes and escapes decode together: one UTF-8 sequence split across both forms.
     assert _scope(ctx, b"/\xc3%A9")["path"] == "/é"
@@ -31,7 +32,7 @@ def test_path_is_percent_decoded_as_utf8_bytes() -> None:
 
 def test_root_path_state_copy_and_proxy_hook() -> None:
     seen: list[Any] = []
-    ctx = ConnectionContext(app=_app, root_path="/api", app_state={"k": 1}, proxy=seen.append)
+    ctx = connection_context(_app, root_path="/api", app_state={"k": 1}, proxy=seen.append)
     scope = _scope(ctx, b"/items")
     assert (scope["root_path"], scope["path"], scope["raw_path"]) == (
         "/api",

@@ -11,20 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from palfrey.config import load_config as _load_config
-from palfrey.config.model import ReloadSection, to_runtime
-from palfrey.config.runtime import RuntimeConfig
+from palfrey.plan.plan import Plan, ReloadPlan
 from palfrey.workers import sd_notify
 from palfrey.workers.health import HealthProtocol
 from palfrey.workers.reload import PathFilter
 from palfrey.workers.sockets import ListenerSet, adopt_handoff, handoff_env, reusable
 from palfrey.workers.supervisor import describe_exit, restart_needed
-from palfrey.workers.watch import FileWatch, reload_tls_in_place
+from palfrey.workers.watch import FileWatch
+from tests.helpers.plans import make_plan
 
 
-def load_config(argv: list[str]) -> RuntimeConfig:
-    """A validated config as the process model receives it: the runtime copy."""
-    return to_runtime(_load_config(argv))
+def load_config(argv: list[str]) -> Plan:
+    """A validated config as the process model receives it: its plan."""
+    return make_plan(argv)
 
 
 def _publish(directory: Path, version: str, text: str) -> None:
@@ -58,14 +57,16 @@ def test_file_watch_waits_for_a_missing_file(tmp_path: Path) -> None:
 
 
 def test_reload_filter_defaults_and_patterns(tmp_path: Path) -> None:
-    accept = PathFilter(to_runtime(ReloadSection()), [tmp_path])
+    accept = PathFilter(ReloadPlan(dirs=(), includes=(), excludes=(), delay=0.25), [tmp_path])
     assert accept(tmp_path / "app.py")
     assert not accept(tmp_path / "notes.txt")
     assert not accept(tmp_path / ".hidden.py")
     assert not accept(tmp_path / "__pycache__" / "app.py")
-    custom = PathFilter(
-        to_runtime(ReloadSection(includes=("*.html",), excludes=("legacy/*",))), [tmp_path]
+    reload = make_plan(
+        ["app:app", "--reload"], reload={"includes": ["*.html"], "excludes": ["legacy/*"]}
     )
+    assert reload.process.reload is not None
+    custom = PathFilter(reload.process.reload, [tmp_path])
     assert custom(tmp_path / "page.html")
     assert custom(tmp_path / "app.py")  # *.py is always included, as in uvicorn
     assert not custom(tmp_path / "legacy" / "old.py")
@@ -152,13 +153,14 @@ def test_tls_reload_in_place(tmp_path: Path) -> None:
     first.cert_chain_pems[0].write_to_path(str(cert))
     first.private_key_pem.write_to_path(str(key))
     config = load_config(["app:app", "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)])
-    from palfrey.build.tls import create_ssl_context
+    from palfrey.plan.tls import create_ssl_context, reload_in_place
 
+    assert config.tls is not None
     context = create_ssl_context(config.tls)
     second = ca.issue_cert("second.example")
     second.cert_chain_pems[0].write_to_path(str(cert))
     second.private_key_pem.write_to_path(str(key))
-    reload_tls_in_place(context, config.tls)
+    reload_in_place(context, config.tls)
 
     client = ssl.create_default_context()
     ca.configure_trust(client)

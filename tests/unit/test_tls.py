@@ -11,9 +11,9 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from palfrey.build.tls import TLSConfigError, create_ssl_context
-from palfrey.config import runtime
-from palfrey.config.model import TLSSection, to_runtime
+from palfrey.plan.plan import TLSSpec
+from palfrey.plan.tls import TLSConfigError, create_ssl_context
+from tests.helpers.plans import make_plan
 
 TIMEOUT = 10
 
@@ -61,15 +61,16 @@ def _encrypt(key_pem: bytes, password: bytes) -> bytes:
     )
 
 
-def _section(pki: dict[str, Path], **overrides: Any) -> runtime.TLSSection:
+def _section(pki: dict[str, Path], **overrides: Any) -> TLSSpec:
     values: dict[str, Any] = {"certfile": pki["cert"], "keyfile": pki["key"], **overrides}
     return _tls(**values)
 
 
-def _tls(**values: Any) -> runtime.TLSSection:
-    """The TLS section as serving code receives it (validated, then the runtime copy)."""
-    section: runtime.TLSSection = to_runtime(TLSSection(**values))
-    return section
+def _tls(**values: Any) -> TLSSpec:
+    """The TLS spec the plan makes of this `tls` section."""
+    spec = make_plan(tls=values).tls
+    assert spec is not None
+    return spec
 
 
 # ------------------------------------------------------------------- context and errors
@@ -138,9 +139,10 @@ def test_errors_name_the_file_and_problem(
         create_ssl_context(_section(pki, **values))
 
 
-def test_no_certfile() -> None:
-    with pytest.raises(TLSConfigError, match=r"tls\.certfile is not set"):
-        create_ssl_context(_tls())
+def test_no_certfile_means_no_tls() -> None:
+    plan = make_plan()
+    assert plan.tls is None
+    assert all(listener.tls is None and listener.alpn == () for listener in plan.listeners)
 
 
 @pytest.mark.parametrize("source", ["file", "secret"])
@@ -154,7 +156,7 @@ def test_encrypted_key_with_password(pki: dict[str, Path], source: str) -> None:
 
 
 def test_rfc4514_escaping() -> None:
-    from palfrey.build.tls import _rfc4514
+    from palfrey.transports.tls_scope import _rfc4514
 
     subject = (
         (("countryName", "GB"),),
@@ -162,3 +164,14 @@ def test_rfc4514_escaping() -> None:
         (("commonName", " #lead"), ("emailAddress", "x@y")),
     )
     assert _rfc4514(subject) == "CN=\\ #lead+emailAddress=x@y,O=A\\+B\\, Inc,C=GB"
+
+
+def test_the_model_spells_the_ssl_constants_as_the_ssl_module_does() -> None:
+    from palfrey.config import model
+
+    assert int(ssl.PROTOCOL_TLS_SERVER) == model.PROTOCOL_TLS_SERVER
+    assert {
+        "none": int(ssl.CERT_NONE),
+        "optional": int(ssl.CERT_OPTIONAL),
+        "required": int(ssl.CERT_REQUIRED),
+    } == model._CERT_REQS

@@ -16,12 +16,12 @@ from palfrey.protocols import websocket_frames
 from palfrey.protocols.websocket_core import (
     Deflate,
     HandshakeError,
-    WebSocketSettings,
     accept_key,
     check_handshake,
     negotiate_deflate,
     wants_websocket,
 )
+from tests.helpers.plans import make_plan
 
 HEADERS = [
     (b"host", b"x"),
@@ -159,7 +159,8 @@ class Sink:
 
 @pytest.fixture(params=["wsproto", "websockets-sansio"])
 def make_engine(request: pytest.FixtureRequest) -> Any:
-    settings = WebSocketSettings.for_backend(request.param)
+    settings = make_plan(websocket={"backend": request.param}).connections.websocket
+    assert settings.backend == request.param
     assert settings.engine is not None
 
     def make(max_size: int = 1000, deflate: Deflate | None = None) -> tuple[Any, Sink]:

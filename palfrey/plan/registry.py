@@ -1,7 +1,7 @@
 """Which optional library provides each backend, and what "auto" picks.
 
 Optional backends live in extras; naming one that is not installed is a configuration
-problem with the exact install command (palfrey.build.check.missing_backends, run before
+problem with the exact install command (palfrey.plan.check.missing_backends, run before
 serving), never an ImportError traceback at first request.
 """
 
@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from palfrey.config.runtime import RuntimeConfig
 
 
 @dataclass(frozen=True)
@@ -27,7 +23,7 @@ WEBSOCKETS = {
     "wsproto": Backend("wsproto", "standard"),
     "websockets-sansio": Backend("websockets", "websockets"),
 }
-HTTP2 = Backend("h2", "http2")
+HTTP2 = Backend("hpack", "http2")
 HTTP3 = Backend("aioquic", "http3")
 
 
@@ -35,22 +31,22 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def http1_backend(config: RuntimeConfig) -> str:
+def http1_backend(name: str) -> str:
     """The HTTP/1.1 parser to use: "auto" prefers httptools (faster) over h11."""
-    if config.http.backend != "auto":
-        return config.http.backend
+    if name != "auto":
+        return name
     return "httptools" if installed("httptools") else "h11"
 
 
-def loop_name(config: RuntimeConfig) -> str:
-    if config.server.loop != "auto":
-        return config.server.loop
+def loop_name(name: str) -> str:
+    """The event loop to use: "auto" prefers uvloop over asyncio."""
+    if name != "auto":
+        return name
     return "uvloop" if installed("uvloop") else "asyncio"
 
 
-def websocket_backend(config: RuntimeConfig) -> str:
+def websocket_backend(name: str) -> str:
     """ "auto" picks wsproto, then the websockets library, else WebSockets are off."""
-    name = config.websocket.backend
     if name == "websockets":
         return "websockets-sansio"
     if name != "auto":

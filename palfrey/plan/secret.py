@@ -1,5 +1,5 @@
-"""The runtime copy of a secret setting (a key password): pydantic's SecretStr without
-pydantic, so the serving process (palfrey.config.runtime) never imports it."""
+"""A secret setting (a key password) as a Plan holds it: pydantic's SecretStr without
+pydantic, so a serving process, which unpickles Plans, never imports it."""
 
 from __future__ import annotations
 

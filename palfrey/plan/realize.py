@@ -1,12 +1,14 @@
-"""Listening sockets: what to bind (pure `ListenerSpec`s) and binding them (side effects).
+"""realize(plan): the side effects of serving, in one place.
 
-`listener_specs()` turns the `server` section (and, for systemd socket activation, the
-environment) into a list of specs without touching the OS; `bind()` / `bind_listeners()`
-create the sockets. Every OS failure becomes a `ListenerError` whose message a person can
-act on ("address already in use: 127.0.0.1:8000"), never a traceback.
+Everything a Plan decided is made real here, in the process that serves it: listening
+sockets bound or adopted, SSLContexts built, the protocol stack imported, logging
+applied, the allocator tuned and the env file exported. Nothing here decides anything:
+a question this module would have to answer belongs in palfrey.plan.plan.
 
-Sockets are created in the process that reads the config (the supervisor when there are
-workers) and are inheritable, so workers started with fork or spawn share them.
+Every OS failure of a listener becomes a `ListenerError` whose message a person can act
+on ("address already in use: 127.0.0.1:8000"), never a traceback. Sockets are created in
+the process that reads the config (the supervisor when there are workers) and are
+inheritable, so workers share them.
 """
 
 from __future__ import annotations
@@ -16,124 +18,131 @@ import os
 import socket
 import stat
 import weakref
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from palfrey.plan.listeners import ListenerError, ListenerSpec
 
 if TYPE_CHECKING:
-    from palfrey.config.runtime import RuntimeConfig, ServerSection
+    import asyncio
+    import ssl
+
+    from palfrey.plan.plan import ConnectionPlan, ListenerPlan, Plan
+    from palfrey.protocols.context import ConnectionContext
 
 __all__ = [
-    "SD_LISTEN_FDS_START",
-    "ListenerError",
-    "ListenerSpec",
     "bind",
-    "bind_listeners",
+    "bind_all",
     "close_listeners",
     "describe",
-    "listener_specs",
-    "parse_bind",
-    "systemd_specs",
+    "export_env_file",
+    "protocol_factory",
+    "ssl_contexts",
 ]
 
-SD_LISTEN_FDS_START = 3
-"""First file descriptor systemd passes (sd_listen_fds(3))."""
+ProtocolFactory = Callable[["ConnectionContext"], "asyncio.Protocol"]
 
 
-class ListenerError(Exception):
-    """A listener could not be created; the message says which one and why."""
+# -- the process ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ListenerSpec:
-    """One listener to create. Pure data: comparing, hashing and pickling are cheap."""
-
-    kind: Literal["tcp", "unix", "fd"]
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None
-    mode: int | None = None
-    fd: int | None = None
-
-    def __str__(self) -> str:
-        if self.kind == "unix":
-            return f"unix:{self.path}"
-        if self.kind == "fd":
-            return f"fd://{self.fd}"
-        host = self.host or ""
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+_INJECTED: dict[str, str] = {}
+"""Variables this process took from the env file (name -> value), so that a reload can
+tell them from the operator's own environment."""
 
 
-# ---------------------------------------------------------------------------- pure part
+def export_env_file(plan: Plan) -> None:
+    """The app sees the env file's variables too; ones already set win (as uvicorn).
+
+    Called again with a reloaded plan, it first takes back what the previous call set
+    (where the value is still the one it set), so an edited env file applies."""
+    for name, value in list(_INJECTED.items()):
+        if os.environ.get(name) == value:
+            del os.environ[name]
+    _INJECTED.clear()
+    if plan.env_file is None:
+        return
+    from dotenv import dotenv_values
+
+    for name, found in dotenv_values(plan.env_file).items():
+        if found is not None and name not in os.environ:
+            os.environ[name] = _INJECTED[name] = found
 
 
-def parse_bind(item: str, *, uds_mode: int = 0o666) -> ListenerSpec:
-    """One `server.bind` entry: "host:port", "[::1]:port", "unix:/path" or "fd://N"."""
-    if item.startswith("unix:"):
-        path = item[len("unix:") :]
-        if not path:
-            raise ListenerError(f"{item!r}: a UNIX socket needs a path, as in unix:/run/app.sock")
-        return ListenerSpec(kind="unix", path=path, mode=uds_mode)
-    if item.startswith("fd://"):
-        number = item[len("fd://") :]
-        if not number.isdigit():
-            raise ListenerError(f"{item!r}: expected a file descriptor number, as in fd://3")
-        return ListenerSpec(kind="fd", fd=int(number))
-    host, sep, port = item.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ListenerError(f'{item!r} is not "host:port", "[::1]:port", "unix:/path" or "fd://N"')
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return ListenerSpec(kind="tcp", host=host, port=int(port))
+def operator_environ() -> dict[str, str]:
+    """The environment as it was given to Palfrey: without what the env file added. A
+    reload reads the layers from this, so the env file's new values are not shadowed by
+    its old ones."""
+    return {name: value for name, value in os.environ.items() if _INJECTED.get(name) != value}
 
 
-def systemd_specs(environ: Mapping[str, str], pid: int | None = None) -> list[ListenerSpec]:
-    """Sockets passed by systemd socket activation, per sd_listen_fds(3).
+def apply_logging(plan: Plan) -> None:
+    from palfrey.logging import configure_logging
 
-    LISTEN_PID must name this process: the variables are inherited by children, which must
-    not take their parent's sockets for their own. Malformed values mean "none passed".
-    """
-    count, owner = environ.get("LISTEN_FDS", ""), environ.get("LISTEN_PID", "")
-    if not count.isdigit() or not owner.isdigit():
-        return []
-    if int(owner) != (os.getpid() if pid is None else pid):
-        return []
-    return [ListenerSpec(kind="fd", fd=SD_LISTEN_FDS_START + i) for i in range(int(count))]
+    configure_logging(plan.logging)
 
 
-def listener_specs(
-    server: ServerSection, environ: Mapping[str, str], *, pid: int | None = None
-) -> list[ListenerSpec]:
-    """Every listener the `server` section asks for, in a stable order.
+def tune_allocator(plan: Plan) -> None:
+    from palfrey.plan.malloc import apply_mmap_threshold, apply_top_pad
 
-    `uds`, `fd` and `bind` are explicit listeners; `bind` replaces host/port (its
-    docstring says so), and so do `uds` and `fd` (as in uvicorn). With none of them, and
-    host and port left at their defaults, sockets from systemd socket activation are used
-    when `systemd_socket_activation` is on and systemd passed any; otherwise host/port.
-    """
-    specs: list[ListenerSpec] = []
-    if server.uds is not None:
-        specs.append(ListenerSpec(kind="unix", path=str(server.uds), mode=server.uds_permissions))
-    if server.fd is not None:
-        specs.append(ListenerSpec(kind="fd", fd=server.fd))
-    specs.extend(parse_bind(item, uds_mode=server.uds_permissions) for item in server.bind)
-    if specs:
-        return _unique(specs)
-    explicit_tcp = bool({"host", "port"} & server.fields_set)
-    if server.systemd_socket_activation and not explicit_tcp:
-        activated = systemd_specs(environ, pid)
-        if activated:
-            return activated
-    return [ListenerSpec(kind="tcp", host=server.host, port=server.port)]
+    apply_top_pad(plan.server.malloc_top_pad)
+    apply_mmap_threshold(plan.server.malloc_mmap_threshold)
 
 
-def _unique(specs: list[ListenerSpec]) -> list[ListenerSpec]:
-    # The same listener twice would fail with "address already in use" on our own socket,
-    # a confusing message; drop the repeat instead.
-    return list(dict.fromkeys(specs))
+# -- the protocol stack -----------------------------------------------------------------
 
 
-# ---------------------------------------------------------------------- side effects
+def protocol_factory(connections: ConnectionPlan) -> ProtocolFactory:
+    """The asyncio protocol class (or factory) for every accepted connection."""
+    http1: ProtocolFactory
+    if connections.http1 == "httptools":
+        from palfrey.protocols.http11_httptools import HTTPToolsConnection
+
+        http1 = HTTPToolsConnection
+    else:
+        from palfrey.protocols.http11_h11 import H11Connection
+
+        http1 = H11Connection
+    if connections.http2 is None:
+        return http1
+    from palfrey.protocols.negotiation import negotiating
+
+    websocket = connections.websocket
+    return negotiating(connections.http2, websocket if websocket.engine else None, http1)
+
+
+def ssl_contexts(plan: Plan) -> dict[ListenerPlan, ssl.SSLContext | None]:
+    """One SSLContext per listener that speaks TLS (shared by listeners with the same TLS
+    settings and ALPN list). Raises TLSConfigError."""
+    from palfrey.plan.tls import create_ssl_context
+
+    built: dict[Any, ssl.SSLContext] = {}
+    contexts: dict[ListenerPlan, ssl.SSLContext | None] = {}
+    for listener in plan.listeners:
+        if listener.tls is None:
+            contexts[listener] = None
+            continue
+        key = (listener.tls, listener.alpn)
+        if key not in built:
+            built[key] = create_ssl_context(listener.tls, listener.alpn)
+        contexts[listener] = built[key]
+    return contexts
+
+
+# -- listening sockets ------------------------------------------------------------------
+
+
+def bind_all(specs: Iterable[ListenerSpec], backlog: int) -> list[socket.socket]:
+    """Bind every listener; on any failure close those already bound."""
+    sockets: list[socket.socket] = []
+    try:
+        for spec in specs:
+            sockets.append(bind(spec, backlog))
+    except BaseException:
+        close_listeners(sockets)
+        raise
+    return sockets
+
 
 # UNIX sockets this process created -> (path, pid, device, inode). Keyed by the socket
 # object because the event loop may already have closed (or, uvloop, detached) it when
@@ -157,21 +166,6 @@ def bind(spec: ListenerSpec, backlog: int = 2048) -> socket.socket:
     sock.setblocking(False)
     sock.set_inheritable(True)
     return sock
-
-
-def bind_listeners(
-    config: RuntimeConfig, environ: Mapping[str, str] | None = None
-) -> list[socket.socket]:
-    """Bind every listener of `config`; on any failure close those already bound."""
-    specs = listener_specs(config.server, os.environ if environ is None else environ)
-    sockets: list[socket.socket] = []
-    try:
-        for spec in specs:
-            sockets.append(bind(spec, config.server.backlog))
-    except BaseException:
-        close_listeners(sockets)
-        raise
-    return sockets
 
 
 def close_listeners(sockets: Iterable[socket.socket]) -> None:
