@@ -168,6 +168,19 @@ class ServerSection(Section):
     resident memory once the server has been busy, nothing when idle. "none" keeps the
     allocator's defaults, as does setting MALLOC_TOP_PAD_ in the environment."""
 
+    malloc_mmap_threshold: Annotated[Size, Field(ge=4096, le=32 * 1024 * 1024)] | None = (
+        2 * 1024 * 1024  # type: ignore[assignment]
+    )
+    """glibc only: blocks of at least this size get a memory mapping of their own,
+    unmapped when freed; smaller ones come from the heap and are reused (mallopt
+    M_MMAP_THRESHOLD, with the trim threshold at twice this, the pair glibc's own
+    adjustment picks). glibc starts at 128 KiB and raises it only after freeing a large
+    block, never once `malloc_top_pad` is set; every TLS read allocates 256 KiB, so each
+    read cost an mmap, an mremap, an munmap and two page faults. Larger bodies and
+    WebSocket messages are still mapped each time; a higher value (at most 32 MiB)
+    avoids that and keeps up to twice it of freed heap. "none" keeps the allocator's
+    defaults, as does setting MALLOC_MMAP_THRESHOLD_ in the environment."""
+
     reload_on_change: bool = False
     """Watch the manifest file (and the TLS certificate, key and CA files) and reload when
     they change, as on SIGHUP: the manifest through a rolling restart, TLS files in place

@@ -144,6 +144,7 @@ class ServerPlan:
     graceful_shutdown: float | None
     drain_delay: float
     malloc_top_pad: int | None
+    malloc_mmap_threshold: int | None
     #: Reload TLS certificate files in place when they change.
     watch_tls: bool
 
@@ -372,6 +373,7 @@ def _connections(config: Config, http2: HTTP2Settings | None) -> ConnectionPlan:
 def _server(config: Config) -> ServerPlan:
     lifespan = config.lifespan
     pad = config.server.malloc_top_pad
+    threshold = config.server.malloc_mmap_threshold
     return ServerPlan(
         app=AppSpec(
             target=config.app,
@@ -393,6 +395,7 @@ def _server(config: Config) -> ServerPlan:
         graceful_shutdown=config.timeouts.graceful_shutdown,
         drain_delay=config.server.drain_delay,
         malloc_top_pad=None if pad is None else int(pad),
+        malloc_mmap_threshold=None if threshold is None else int(threshold),
         watch_tls=config.server.reload_on_change and config.tls.certfile is not None,
     )
 

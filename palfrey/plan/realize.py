@@ -83,9 +83,10 @@ def apply_logging(plan: Plan) -> None:
 
 
 def tune_allocator(plan: Plan) -> None:
-    from palfrey.plan.malloc import apply_top_pad
+    from palfrey.plan.malloc import apply_mmap_threshold, apply_top_pad
 
     apply_top_pad(plan.server.malloc_top_pad)
+    apply_mmap_threshold(plan.server.malloc_mmap_threshold)
 
 
 # -- the protocol stack -----------------------------------------------------------------
