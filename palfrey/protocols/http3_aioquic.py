@@ -63,7 +63,8 @@ _FILE_CHUNK = 65536
 _FIELD_OVERHEAD = 32  # RFC 9114 §4.2.2: each field counts 32 bytes beside its name and value
 _FLOOD_PERIOD = 10.0
 _NO_CREDIT = 1 << 62
-_CLOSE_GRACE = 1.0  # after GOAWAY, idle connections get this long for requests in flight
+_CLOSE_GRACE = 1.0  # between the two GOAWAYs: requests already on their way get in
+_MAX_STREAM_ID = (1 << 62) - 4  # the largest client-initiated bidirectional stream id
 
 
 class _ServerH3(H3Connection):
@@ -349,6 +350,7 @@ class H3Session(QuicSession):
             **ctx.extensions,
         }
         self._goaway: int | None = None  # first stream id not processed, once GOAWAY is sent
+        self._highest = -4  # the highest request stream id seen
         self._resets = _Budget(settings.max_client_resets, self.loop.time())
         self._close_timer: asyncio.TimerHandle | None = None
         quic.held = self._held
@@ -393,6 +395,7 @@ class H3Session(QuicSession):
         if self._goaway is not None and sid >= self._goaway:
             self._refuse(sid, ErrorCode.H3_REQUEST_REJECTED)  # §5.2
             return
+        self._highest = max(self._highest, sid)
         request = parse_request(event.headers, self.settings.connect_protocol)
         if request is None:
             self._refuse(sid, ErrorCode.H3_MESSAGE_ERROR)  # §4.1.2 malformed
@@ -618,31 +621,38 @@ class H3Session(QuicSession):
     # -- shutdown --------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Graceful shutdown: GOAWAY (§5.2) with the first stream id not processed; the
-        streams in flight finish, then CONNECTION_CLOSE H3_NO_ERROR."""
+        """Graceful shutdown in two steps (RFC 9114 §5.2): GOAWAY with the largest stream
+        id stops the client opening requests without refusing those already on their
+        way; after a short grace a second GOAWAY names the first stream not processed.
+        The streams in flight finish, then CONNECTION_CLOSE H3_NO_ERROR."""
         if self.closed or self._goaway is not None:
             return
-        highest = max(self.streams, default=-4)
-        self._goaway = highest + 4
+        self._goaway = _MAX_STREAM_ID
         if self.h3 is not None:
-            self.h3.send_goaway(self._goaway)
+            self.h3.send_goaway(_MAX_STREAM_ID)
         for stream in list(self.streams.values()):
             if stream.ws is not None:
                 stream.ws.shutdown()  # close 1012, as over HTTP/1.1 and HTTP/2
         self.want_flush()
-        if not self.streams:
-            # Requests the client sent before it saw the GOAWAY may still be on their
-            # way; give them a moment rather than closing under them.
-            self._close_timer = self.loop.call_later(
-                min(_CLOSE_GRACE, self.ctx.state.drain_grace), self._maybe_done
-            )
+        grace = min(_CLOSE_GRACE, self.ctx.state.drain_grace)
+        self._close_timer = self.loop.call_later(grace, self._final_goaway)
+
+    def _final_goaway(self) -> None:
+        self._close_timer = None
+        if self.closed:
+            return
+        highest = max(self.streams, default=self._highest)
+        self._goaway = highest + 4
+        if self.h3 is not None:
+            self.h3.send_goaway(self._goaway)
+        self.want_flush()
+        self._maybe_done()
 
     def _maybe_done(self) -> None:
-        if self._goaway is None or self.streams or self.closed:
+        if self._goaway is None or self._close_timer is not None:
             return
-        timer = self._close_timer
-        if timer is not None and self.loop.time() < timer.when():
-            return  # the grace period after GOAWAY runs on
+        if self.streams or self.closed:
+            return
         self.close(ErrorCode.H3_NO_ERROR)
 
     def on_terminated(self) -> None:

@@ -62,18 +62,20 @@ _TICKETS = 4096
 @dataclass(frozen=True)
 class Steering:
     """How this process marks the connection IDs it issues: the first byte is its worker
-    slot, the second the slot XOR `marker`, so the supervisor's BPF program can tell
-    this server's IDs from the random ones clients choose for their first packets."""
+    slot, the next two the slot XOR each byte of the 16-bit `marker`, so the supervisor's
+    BPF program tells this server's IDs from the random ones clients choose for their
+    first packets (a random ID passes for one of ours once in 65536). Five random bytes
+    follow (RFC 9000 §5.1: IDs must not be linkable)."""
 
     slot: int = 0
     marker: int = 0
 
-    def new_cid(self) -> bytes:
-        return bytes((self.slot, self.slot ^ self.marker)) + os.urandom(CID_LENGTH - 2)
+    def prefix(self) -> bytes:
+        slot = self.slot
+        return bytes((slot, slot ^ (self.marker >> 8 & 0xFF), slot ^ (self.marker & 0xFF)))
 
-    def owns(self, cid: bytes) -> bool:
-        """Whether `cid` is an ID this process issued the shape of."""
-        return len(cid) == CID_LENGTH and cid[0] == self.slot and cid[1] == cid[0] ^ self.marker
+    def new_cid(self) -> bytes:
+        return self.prefix() + os.urandom(CID_LENGTH - 3)
 
 
 class TicketStore:
