@@ -283,10 +283,7 @@ class H3Stream:
         session = self.session
         session.h3.send_data(self.stream_id, body, end)
         if end:
-            self._ended(cycle)
-        elif not more_body and cycle is not None and not cycle.complete:
-            cycle.finish()  # the trailers end the stream
-            session.request_done(self)
+            self._ended(cycle)  # with trailers announced, write_trailers ends the stream
         if not self.ended and session.quic.unacked(self.stream_id) > _HIGH_WATER:
             self.write_paused = True
             session.paused[self.stream_id] = self

@@ -123,8 +123,11 @@ class ServerQuic(QuicConnection):
         self.host_cid = self._local_initial_source_connection_id = cid
         # RFC 9000 §4.6: the concurrency limit on request streams; aioquic grants one more
         # as each one ends. Sent in the transport parameters of the handshake.
-        self._local_max_streams_bidi.value = max_streams
-        self._local_max_streams_uni.value = _UNI_STREAMS
+        for limit, value in (
+            (self._local_max_streams_bidi, max_streams),
+            (self._local_max_streams_uni, _UNI_STREAMS),
+        ):
+            limit.value = limit.sent = value
         #: Request-stream bytes received but not yet consumed (the layer above sets it).
         self.held: Callable[[int], int] | None = None
 
