@@ -281,6 +281,8 @@ class H3Stream:
     def _send(self, cycle: HTTPCycle | None, body: bytes, more_body: bool) -> None:
         end = not more_body and (cycle is None or not cycle.trailers)
         session = self.session
+        if type(body) is not bytes:
+            body = bytes(body)  # aioquic's buffer takes bytes only (an app may send a bytearray)
         session.h3.send_data(self.stream_id, body, end)
         if end:
             self._ended(cycle)  # with trailers announced, write_trailers ends the stream

@@ -376,3 +376,55 @@ def test_curl_http3(pki: tuple[Path, Path]) -> None:
             timeout=30,
         )
     assert result.stdout.startswith("3 GET /curl ")
+
+
+def test_websocket_over_http3(pki: tuple[Path, Path]) -> None:
+    """RFC 9220: an extended CONNECT carries the WebSocket in DATA frames."""
+    from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode
+
+    async def main(port: int) -> tuple[Any, list[Any]]:
+        async with h3_connect(port, str(pki[1])) as client:
+            settings = client.h3.received_settings or {}
+            assert settings.get(0x8) == 1  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+            fields = [
+                (b":method", b"CONNECT"),
+                (b":protocol", b"websocket"),
+                (b":scheme", b"https"),
+                (b":authority", b"localhost"),
+                (b":path", b"/ws"),
+                (b"sec-websocket-version", b"13"),
+            ]
+            sid = _raw_stream(client, fields)
+            response = client.responses[sid]
+            await asyncio.wait_for(response.head.wait(), 10)
+            frames = FrameProtocol(client=True, extensions=[])
+            client.h3.send_data(sid, bytes(frames.send_data("hello", fin=True)), end_stream=False)
+            client.transmit()
+            got: list[Any] = []
+            while not got:
+                response.received.clear()
+                frames.receive_bytes(bytes(response.body))
+                response.body.clear()
+                got = list(frames.received_frames())
+                if not got:
+                    await asyncio.wait_for(response.received.wait(), 10)
+            client.h3.send_data(
+                sid, bytes(frames.close(CloseReason.NORMAL_CLOSURE)), end_stream=True
+            )
+            client.transmit()
+            return response, [(f.opcode, f.payload) for f in got if f.opcode is Opcode.TEXT]
+
+    with h3_server(pki) as (_, port):
+        response, messages = asyncio.run(main(port))
+    assert response.status == 200
+    assert messages == [(Opcode.TEXT, "echo:hello")]
+
+
+def _raw_stream(client: H3Client, fields: list[tuple[bytes, bytes]]) -> int:
+    from tests.helpers.h3client import H3Response
+
+    sid = client._quic.get_next_available_stream_id()
+    client.responses[sid] = H3Response()
+    client.h3.send_headers(sid, fields, end_stream=False)
+    client.transmit()
+    return sid
