@@ -363,6 +363,8 @@ class H3Session(QuicSession):
         super().datagram(data, addr)
         if self.paused:
             self._resume_paused()
+        if self._goaway is not None and not self.closed:
+            self._maybe_done()  # acknowledgements may have been what it waited for
 
     def on_event(self, event: events.QuicEvent) -> None:
         kind = type(event)
@@ -652,6 +654,8 @@ class H3Session(QuicSession):
             return
         if self.streams or self.closed:
             return
+        if not self.quic.all_acked():
+            return  # the last responses first; re-checked as acknowledgements arrive
         self.close(ErrorCode.H3_NO_ERROR)
 
     def on_terminated(self) -> None:

@@ -138,6 +138,11 @@ class Supervisor:
         """Bind, supervise until stopped, return the exit code. Raises ListenerError."""
         self.listeners, _ = ListenerSet.open(self.plan, steered=True)
         try:
+            self._steer(strict=True)
+        except ListenerError:
+            self.listeners.close_except()
+            raise
+        try:
             return asyncio.run(self._main())
         finally:
             self.listeners.close_except()
@@ -154,7 +159,6 @@ class Supervisor:
             logger.info("Palfrey running on %s (Press CTRL+C to quit)", describe(sock, tls=tls))
         for group in self.listeners.quic.values():
             logger.info("Palfrey serving HTTP/3 on %s", describe_udp(group.sockets[0]))
-        self._steer()
         self._install_signals(loop)
         health = await self._start_health()
         # Watch from before the first worker starts: a change during boot is a change.
@@ -405,13 +409,24 @@ class Supervisor:
         if len(self.accepting) != before:
             self._steer()
 
-    def _steer(self) -> None:
+    def _steer(self, *, strict: bool = False) -> None:
+        """Attach the steering program with the current accepting slots. `strict` (at
+        start-up) turns a refusal into a ListenerError: without the program a QUIC
+        connection's packets would be spread over the workers."""
         accepting = sorted(self.accepting)
         for group in self.listeners.quic.values():
             try:
                 group.steer(self.marker, accepting)
-            except OSError as exc:  # pragma: no cover - the kernel refused the program
-                logger.error("Cannot steer HTTP/3 packets on %s: %s", group.spec, exc)
+            except OSError as exc:
+                message = (
+                    f"cannot attach the program that keeps each HTTP/3 connection in one "
+                    f"worker to {group.spec} (SO_ATTACH_REUSEPORT_CBPF: {exc.strerror or exc}); "
+                    "allow that setsockopt (a container's seccomp profile may forbid it) "
+                    "or run one worker"
+                )
+                if strict:
+                    raise ListenerError(message) from None
+                logger.error("%s", message)
 
     # -- whole-pool operations --------------------------------------------------------
 
