@@ -90,12 +90,16 @@ async def worker(
                 return
 
 
-async def connection(args: argparse.Namespace, deadline: float, latencies: list[float], counts: list[int]) -> None:
+async def connection(
+    args: argparse.Namespace, deadline: float, latencies: list[float], counts: list[int]
+) -> None:
     configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN)
     configuration.verify_mode = ssl.CERT_NONE
     configuration.max_data = configuration.max_stream_data = 16 << 20
     authority = f"localhost:{args.port}".encode()
-    async with connect(args.host, args.port, configuration=configuration, create_protocol=Client) as client:
+    async with connect(
+        args.host, args.port, configuration=configuration, create_protocol=Client
+    ) as client:
         await asyncio.gather(
             *(worker(client, authority, deadline, latencies, counts) for _ in range(args.streams))
         )

@@ -63,15 +63,19 @@ def make_cert(folder: Path) -> tuple[Path, Path]:
 
 
 def command(server: str, port: int, cert: tuple[Path, Path]) -> list[str]:
-    if server == "palfrey":
+    if server.startswith("palfrey"):
+        # "palfrey:2": two workers (both on CPU 0, as the taskset pins the process tree),
+        # to see what the supervisor's packet steering costs.
+        workers = server.partition(":")[2] or "1"
         argv = [PYTHON, "-m", "palfrey", "apps:app", "--port", str(port), "--http", "h3"]
+        argv += ["--workers", workers]
         argv += ["--ssl-certfile", str(cert[0]), "--ssl-keyfile", str(cert[1])]
-        return argv + ["--no-access-log", "--log-level", "warning", "--lifespan", "off"]
+        return [*argv, "--no-access-log", "--log-level", "warning", "--lifespan", "off"]
     if server == "hypercorn":
         bind = f"127.0.0.1:{port}"
         argv = [PYTHON, "-m", "hypercorn", "apps:app", "--bind", bind, "--quic-bind", bind]
         argv += ["--certfile", str(cert[0]), "--keyfile", str(cert[1])]
-        return argv + ["--log-level", "warning", "-k", "uvloop"]
+        return [*argv, "--log-level", "warning", "-k", "uvloop"]
     raise ValueError(server)
 
 
@@ -130,7 +134,9 @@ def measure(server: str, args: argparse.Namespace, cert: tuple[Path, Path]) -> R
         try:
             load(port, duration=args.warmup, connections=args.connections, streams=args.streams)
             before = cpu_seconds(process.pid)
-            out = load(port, duration=args.duration, connections=args.connections, streams=args.streams)
+            out = load(
+                port, duration=args.duration, connections=args.connections, streams=args.streams
+            )
             used = cpu_seconds(process.pid) - before
         finally:
             stop(process)
@@ -155,7 +161,9 @@ def median(results: list[Result]) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", default="palfrey,hypercorn")
+    parser.add_argument(
+        "--servers", default="palfrey,hypercorn", help="also palfrey:2 (two workers)"
+    )
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=8)
@@ -190,7 +198,8 @@ def main() -> None:
     if len(chosen) > 1 and all(not r.error for r in chosen.values()):
         p, h = chosen.get("palfrey"), chosen.get("hypercorn")
         if p and h and h.rps and p.cpu_us:
-            print(f"palfrey/hypercorn: req/s x{p.rps / h.rps:.2f}, CPU/request x{p.cpu_us / h.cpu_us:.2f}")
+            ratio_rps, ratio_cpu = p.rps / h.rps, p.cpu_us / h.cpu_us
+            print(f"palfrey/hypercorn: req/s x{ratio_rps:.2f}, CPU/request x{ratio_cpu:.2f}")
     if args.json:
         data = {name: [asdict(r) for r in results] for name, results in rounds.items()}
         args.json.write_text(json.dumps(data, indent=2))

@@ -428,3 +428,28 @@ def _raw_stream(client: H3Client, fields: list[tuple[bytes, bytes]]) -> int:
     client.h3.send_headers(sid, fields, end_stream=False)
     client.transmit()
     return sid
+
+
+def test_expect_100_continue_is_answered_when_the_app_reads(pki: tuple[Path, Path]) -> None:
+    async def main(port: int) -> Any:
+        async with h3_connect(port, str(pki[1])) as client:
+            fields = [
+                (b":method", b"POST"),
+                (b":scheme", b"https"),
+                (b":authority", b"localhost"),
+                (b":path", b"/digest"),
+                (b"expect", b"100-continue"),
+            ]
+            sid = _raw_stream(client, fields)
+            response = client.responses[sid]
+            while not response.interim:  # the body is sent only after the 100
+                await asyncio.sleep(0.01)
+            client.h3.send_data(sid, b"abc", end_stream=True)
+            client.transmit()
+            await asyncio.wait_for(response.done.wait(), 10)
+            return response
+
+    with h3_server(pki) as (_, port):
+        response = asyncio.run(asyncio.wait_for(main(port), 20))
+    assert response.interim == [[(b":status", b"100")]]
+    assert bytes(response.body).decode() == f"3 {hashlib.sha256(b'abc').hexdigest()}"
