@@ -1,14 +1,22 @@
-"""HTTP/2 benchmark: Palfrey against hypercorn (and uvicorn's zttp HTTP/2 when installed)
-with h2load, in one run, on the same app (`bench/apps.py`, GET / hello).
+"""HTTP/2 benchmark: Palfrey against hypercorn and uvicorn's zttp HTTP/2 with h2load, in
+one run, on the same app (`bench/apps.py`).
 
-    .venv/bin/python bench/http2.py                      # h2c and TLS, 10 s each
+    .venv/bin/python bench/http2.py                      # every scenario, 10 s each
     .venv/bin/python bench/http2.py --duration 5 --scenarios h2c --json out.json
+    .venv/bin/python bench/http2.py --zttp-python /tmp/zttp/bin/python
 
 Each server is pinned to one CPU (`taskset -c 0`), h2load to another (`taskset -c 1`).
-Scenarios: `h2c` (prior knowledge, 16 connections x 10 concurrent streams) and `tls`
-(ALPN h2, same shape). Latency percentiles come from h2load's per-request log
-(`--log-file`), so p50/p99 are exact, not h2load's mean/sd summary. Servers alternate
-within each round; `--repeat N` takes the median of N rounds.
+Scenarios: `h2c` (GET / hello, prior knowledge, 16 connections x 10 concurrent streams),
+`tls` (the same over TLS, ALPN h2), `echo` (a 64 KiB POST to /echo over h2c, echoed
+back) and `h1` (Palfrey's own HTTP/1.1 hello on httptools, driven by wrk with 64
+connections as in `http1.py`: the reference the HTTP/2 figures are held against).
+HTTP/2 latency percentiles come from h2load's per-request log (`--log-file`), so p50/p99
+are exact, not h2load's mean/sd summary; wrk's come from `bench/lua/report.lua`. Servers
+alternate within each round; `--repeat N` takes the median of N rounds.
+
+uvicorn's zttp backend needs the `zttp` package, which does not install beside the
+project's pins: put it in a venv of its own (`python3 -m venv /tmp/zttp && /tmp/zttp/bin/pip
+install uvicorn==0.54.0 zttp uvloop`) and pass `--zttp-python /tmp/zttp/bin/python`.
 
 The primary figure is the server's CPU time per request (`cpu_us`): utime + stime of
 the server's whole process tree (hypercorn runs its worker as a child) from
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -51,6 +60,7 @@ class Result:
     failed: int = 0
     cpu_us: float = 0.0  # server CPU microseconds per request
     cpu_pct: float = 0.0  # server CPU time / wall time of the measured run
+    client_cpu_pct: float = 0.0  # h2load's CPU time / wall time
     error: str = ""
     raw: str = field(default="", repr=False)
 
@@ -66,15 +76,21 @@ def make_cert(folder: Path) -> tuple[Path, Path]:
     return certfile, keyfile
 
 
+ZTTP_PYTHON = [PYTHON]  # set by --zttp-python
+
+
 def zttp_available() -> bool:
-    probe = [PYTHON, "-c", "import zttp, uvicorn.protocols.http.zttp_h2_impl"]
+    probe = [ZTTP_PYTHON[0], "-c", "import zttp, uvicorn.protocols.http.zttp_h2_impl"]
     return subprocess.run(probe, capture_output=True).returncode == 0
 
 
-def command(server: str, port: int, tls: tuple[Path, Path] | None) -> list[str]:
+def command(
+    server: str, port: int, tls: tuple[Path, Path] | None, http1: bool = False
+) -> list[str]:
     cert = [] if tls is None else [str(tls[0]), str(tls[1])]
     if server == "palfrey" or server.startswith("palfrey@"):
-        argv = [PYTHON, "-m", "palfrey", "apps:app", "--port", str(port), "--http", "h2"]
+        argv = [PYTHON, "-m", "palfrey", "apps:app", "--port", str(port)]
+        argv += ["--http", "httptools" if http1 else "h2"]
         argv += ["--no-access-log", "--log-level", "warning", "--lifespan", "off"]
         if cert:
             argv += ["--ssl-certfile", cert[0], "--ssl-keyfile", cert[1]]
@@ -86,7 +102,8 @@ def command(server: str, port: int, tls: tuple[Path, Path] | None) -> list[str]:
             argv += ["--certfile", cert[0], "--keyfile", cert[1]]
         return argv
     if server == "uvicorn-zttp":
-        argv = [PYTHON, "-m", "uvicorn", "apps:app", "--port", str(port), "--http", "zttp"]
+        argv = [ZTTP_PYTHON[0], "-m", "uvicorn", "apps:app", "--port", str(port)]
+        argv += ["--http", "zttp"]
         argv += ["--http2", "--no-access-log", "--log-level", "warning", "--lifespan", "off"]
         if cert:
             argv += ["--ssl-certfile", cert[0], "--ssl-keyfile", cert[1]]
@@ -95,9 +112,9 @@ def command(server: str, port: int, tls: tuple[Path, Path] | None) -> list[str]:
 
 
 def start(
-    server: str, port: int, tls: tuple[Path, Path] | None, cpu: int
+    server: str, port: int, tls: tuple[Path, Path] | None, cpu: int, http1: bool = False
 ) -> subprocess.Popen[bytes]:
-    argv = ["taskset", "-c", str(cpu), *command(server, port, tls)]
+    argv = ["taskset", "-c", str(cpu), *command(server, port, tls, http1)]
     extra = os.environ.get("PYTHONPATH", "")
     # `palfrey@DIR`: Palfrey imported from another checkout (A/B runs in one invocation).
     tree = server.partition("@")[2] or str(ROOT)
@@ -145,8 +162,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def h2load(
-    url: str, *, duration: float, clients: int, streams: int, cpu: int, log: Path | None
-) -> tuple[str, list[float]]:
+    url: str,
+    *,
+    duration: float,
+    clients: int,
+    streams: int,
+    cpu: int,
+    log: Path | None,
+    extra: tuple[str, ...] = (),
+) -> tuple[str, list[float], float]:
+    """h2load's output, the request latencies (ms) and h2load's CPU seconds."""
     argv = [
         "taskset",
         "-c",
@@ -165,14 +190,17 @@ def h2load(
         "--connection-inactivity-timeout",
         "10",
         *([] if log is None else ["--log-file", str(log)]),
+        *extra,
         url,
     ]
+    before = _children_cpu()
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
     except subprocess.TimeoutExpired as exc:
         output = exc.stdout or b""
         text = output.decode() if isinstance(output, bytes) else output
-        return f"{text}\nh2load did not finish: the server stalled", []
+        return f"{text}\nh2load did not finish: the server stalled", [], 0.0
+    client_cpu = _children_cpu() - before
     latencies = []
     if log is not None and log.exists():
         for line in log.read_text().splitlines():
@@ -180,7 +208,40 @@ def h2load(
             if len(parts) >= 3 and parts[1].startswith("2"):  # failed requests log -1
                 latencies.append(int(parts[2]) / 1000.0)  # µs -> ms
         log.unlink()
-    return done.stdout + done.stderr, latencies
+    return done.stdout + done.stderr, latencies, client_cpu
+
+
+def wrk(
+    url: str, *, duration: float, cpu: int, log: Path | None, **_: Any
+) -> tuple[str, list[float], float]:
+    """wrk with 64 connections and bench/lua/report.lua: output, no latency list (the
+    report line holds the percentiles), wrk's CPU seconds."""
+    argv = ["taskset", "-c", str(cpu), "wrk", "-t1", "-c64", f"-d{max(1, round(duration))}s"]
+    argv += ["--timeout", "5s", "--latency", "-s", str(ROOT / "bench/lua/report.lua"), url]
+    before = _children_cpu()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    return done.stdout + done.stderr, [], _children_cpu() - before
+
+
+def parse_wrk(server: str, scenario: str, output: str, latencies: list[float]) -> Result:
+    result = Result(server, scenario, raw=output)
+    line = next((x for x in output.splitlines() if x.startswith("BENCH_RESULT ")), None)
+    if line is None:
+        result.error = output[-500:]
+        return result
+    report = json.loads(line.partition(" ")[2])
+    errors = report["errors"]
+    result.failed = sum(errors.values())
+    result.succeeded = report["requests"] - errors["status"]
+    result.rps = report["requests"] * 1e6 / report["duration_us"]
+    result.p50_ms = report["latency_us"]["p50"] / 1000
+    result.p99_ms = report["latency_us"]["p99"] / 1000
+    return result
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def parse(server: str, scenario: str, output: str, latencies: list[float]) -> Result:
@@ -202,48 +263,67 @@ def parse(server: str, scenario: str, output: str, latencies: list[float]) -> Re
     return result
 
 
+SCENARIOS = ("h2c", "tls", "echo", "h1")
+
+
 def run_round(
     args: argparse.Namespace, servers: list[str], tls: tuple[Path, Path], tmp: Path
 ) -> list[Result]:
     results = []
     for scenario in args.scenarios:
         for server in servers:
-            port = free_port()
-            try:
-                process = start(server, port, tls if scenario == "tls" else None, args.server_cpu)
-            except RuntimeError as exc:
-                results.append(Result(server, scenario, error=str(exc)[-500:]))
-                continue
-            try:
-                scheme = "https" if scenario == "tls" else "http"
-                url = f"{scheme}://127.0.0.1:{port}/"
-                shape = {"clients": args.clients, "streams": args.streams, "cpu": args.client_cpu}
-                if args.warmup > 0:
-                    h2load(url, duration=args.warmup, log=None, **shape)
-                cpu_before, wall_before = cpu_seconds(process.pid), time.monotonic()
-                output, latencies = h2load(
-                    url,
-                    duration=args.duration,
-                    log=tmp / f"{server.replace('/', '_')}-{scenario}.log",
-                    **shape,
-                )
-                cpu = cpu_seconds(process.pid) - cpu_before
-                wall = time.monotonic() - wall_before
-            finally:
-                stop(process)
-            result = parse(server, scenario, output, latencies)
-            if result.succeeded:
-                result.cpu_us = cpu * 1e6 / result.succeeded
-                result.cpu_pct = 100 * cpu / wall
-            print(
-                f"  {scenario:4} {server:13} {result.rps:10.0f} req/s  p50 "
-                f"{result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
-                f"{result.cpu_us:6.1f} us/req (cpu {result.cpu_pct:3.0f}%)  "
-                f"failed {result.failed} {result.error[:80]}",
-                file=sys.stderr,
-            )
-            results.append(result)
+            if scenario == "h1" and not server.startswith("palfrey"):
+                continue  # the HTTP/1.1 reference is Palfrey's own
+            results.append(run_one(args, server, scenario, tls, tmp))
     return results
+
+
+def run_one(
+    args: argparse.Namespace, server: str, scenario: str, tls: tuple[Path, Path], tmp: Path
+) -> Result:
+    port = free_port()
+    http1 = scenario == "h1"
+    try:
+        process = start(
+            server, port, tls if scenario == "tls" else None, args.server_cpu, http1=http1
+        )
+    except RuntimeError as exc:
+        return Result(server, scenario, error=str(exc)[-500:])
+    scheme = "https" if scenario == "tls" else "http"
+    url = f"{scheme}://127.0.0.1:{port}/"
+    shape: dict[str, Any] = {"clients": args.clients, "streams": args.streams}
+    shape["cpu"] = args.client_cpu
+    if scenario == "echo":
+        url += "echo"
+        shape["extra"] = ("-d", str(tmp / "body.bin"))
+    load = wrk if http1 else h2load
+    try:
+        if args.warmup > 0:
+            load(url, duration=args.warmup, log=None, **shape)
+        cpu_before, wall_before = cpu_seconds(process.pid), time.monotonic()
+        output, latencies, client_cpu = load(
+            url,
+            duration=args.duration,
+            log=tmp / f"{server.replace('/', '_')}-{scenario}.log",
+            **shape,
+        )
+        cpu = cpu_seconds(process.pid) - cpu_before
+        wall = time.monotonic() - wall_before
+    finally:
+        stop(process)
+    result = (parse_wrk if http1 else parse)(server, scenario, output, latencies)
+    if result.succeeded:
+        result.cpu_us = cpu * 1e6 / result.succeeded
+        result.cpu_pct = 100 * cpu / wall
+        result.client_cpu_pct = 100 * client_cpu / wall
+    print(
+        f"  {scenario:4} {server:13} {result.rps:10.0f} req/s  p50 "
+        f"{result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+        f"{result.cpu_us:6.1f} us/req (cpu {result.cpu_pct:3.0f}%, h2load "
+        f"{result.client_cpu_pct:3.0f}%)  failed {result.failed} {result.error[:80]}",
+        file=sys.stderr,
+    )
+    return result
 
 
 def median(results: list[Result]) -> Result:
@@ -257,6 +337,7 @@ def median(results: list[Result]) -> Result:
         p99_ms=statistics.median(r.p99_ms for r in good),
         cpu_us=statistics.median(r.cpu_us for r in good),
         cpu_pct=statistics.median(r.cpu_pct for r in good),
+        client_cpu_pct=statistics.median(r.client_cpu_pct for r in good),
         succeeded=sum(r.succeeded for r in good),
         failed=sum(r.failed for r in good),
         error=first.error,
@@ -275,7 +356,12 @@ def main() -> int:
         default="palfrey,hypercorn,uvicorn-zttp",
         help="comma-separated; `palfrey@DIR` runs Palfrey from another checkout",
     )
-    parser.add_argument("--scenarios", default="h2c,tls", type=lambda v: v.split(","))
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), type=lambda v: v.split(","))
+    parser.add_argument(
+        "--zttp-python",
+        default=PYTHON,
+        help="the Python of a venv with uvicorn and zttp (see the module docstring)",
+    )
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--json", type=Path)
@@ -285,6 +371,7 @@ def main() -> int:
             print(f"{tool} is required (apt-get install nghttp2-client util-linux)")
             return 2
     servers = args.servers.split(",")
+    ZTTP_PYTHON[0] = args.zttp_python
     notes = []
     if "uvicorn-zttp" in servers and not zttp_available():
         servers.remove("uvicorn-zttp")
@@ -294,6 +381,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         tls = make_cert(tmp)
+        (tmp / "body.bin").write_bytes(bytes(range(256)) * 256)  # 64 KiB
         for number in range(args.repeat):
             print(f"round {number + 1}/{args.repeat}", file=sys.stderr)
             rounds.append(run_round(args, servers, tls, tmp))
@@ -303,20 +391,22 @@ def main() -> int:
             runs = [
                 r for rnd in rounds for r in rnd if (r.server, r.scenario) == (server, scenario)
             ]
-            table[scenario, server] = median(runs)
+            if runs:
+                table[scenario, server] = median(runs)
     print(
-        "\n| scenario | server | CPU µs/req | req/s | p50 ms | p99 ms | server CPU | failed "
-        "| CPU/req vs hypercorn | req/s vs hypercorn |"
+        "\n| scenario | server | CPU µs/req | req/s | p50 ms | p99 ms | server CPU "
+        "| h2load CPU | failed | req/s vs uvicorn-zttp | req/s vs Palfrey HTTP/1.1 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    h1 = table.get(("h1", "palfrey"))
     for (scenario, server), result in table.items():
-        base = table.get((scenario, "hypercorn"))
+        base = table.get((scenario, "uvicorn-zttp"))
         ratio = f"{result.rps / base.rps:.2f}x" if base and base.rps else "-"
-        cpu_ratio = f"{base.cpu_us / result.cpu_us:.2f}x" if base and result.cpu_us else "-"
+        h1_ratio = f"{result.rps / h1.rps:.2f}x" if h1 and h1.rps and scenario != "h1" else "-"
         print(
             f"| {scenario} | {server} | {result.cpu_us:.1f} | {result.rps:.0f} | "
             f"{result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.cpu_pct:.0f}% | "
-            f"{result.failed} | {cpu_ratio} | {ratio} |"
+            f"{result.client_cpu_pct:.0f}% | {result.failed} | {ratio} | {h1_ratio} |"
         )
     for note in notes:
         print(f"\n{note}")

@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from palfrey.asgi.app_loading import adapt, import_from_string, load_app
 from palfrey.asgi.health import health_app
@@ -52,6 +52,12 @@ listeners close, so a request already on its way is answered with `Connection: c
 keep-alive timeout and half the graceful-shutdown timeout (see `drain_grace`)."""
 
 
+class Closable(Protocol):
+    """A listener being served: asyncio's servers and Palfrey's PROXY listener."""
+
+    def close(self) -> None: ...
+
+
 class StartupFailure(Exception):
     """The server could not start serving (lifespan startup failed)."""
 
@@ -76,7 +82,7 @@ class Server:
         self.state = ServerState()
         self.lifespan: Lifespan | None = None
         self._exit: asyncio.Event | None = None
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[Closable] = []
         self._owned_sockets: list[socket.socket] = []
         #: HTTP/3: the UDP addresses bound (one per QUIC listener of the plan), and the
         #: worker slot and connection-ID marker (palfrey.workers.quic_steering).
@@ -158,13 +164,18 @@ class Server:
         for listener, sock in _pair(plan.listeners, sockets):
             tls = self.ssl_contexts[listener]
             listener_ctx = advertised.get(listener.spec, ctx)
-            server = await loop.create_server(
-                lambda c=listener_ctx: protocol(c),
-                sock=sock,
-                ssl=tls,
-                backlog=plan.backlog,
-            )
-            self._servers.append(server)
+            if listener.proxy_protocol is not None:
+                self._servers.append(
+                    self._proxy_listener(listener, sock, protocol, listener_ctx, tls)
+                )
+            else:
+                server = await loop.create_server(
+                    lambda c=listener_ctx: protocol(c),
+                    sock=sock,
+                    ssl=tls,
+                    backlog=plan.backlog,
+                )
+                self._servers.append(server)
             self.addresses.append(sock.getsockname())
             logger.info(
                 "Palfrey running on %s (Press CTRL+C to quit)",
@@ -213,6 +224,32 @@ class Server:
             for spec in listener.beside:
                 found[spec] = dataclasses.replace(ctx, defaults=defaults)
         return found
+
+    def _proxy_listener(
+        self,
+        listener: ListenerPlan,
+        sock: socket.socket,
+        protocol: Callable[[ConnectionContext], asyncio.Protocol],
+        ctx: ConnectionContext,
+        tls: ssl.SSLContext | None,
+    ) -> Closable:
+        """A listener whose connections begin with a PROXY protocol header (read before
+        TLS; palfrey.protocols.proxy_listener)."""
+        from palfrey.asgi.proxy_headers import TrustedProxies
+        from palfrey.protocols.proxy_listener import ProxyListener
+
+        settings = listener.proxy_protocol
+        assert settings is not None
+        proxy = ProxyListener(
+            sock,
+            lambda: protocol(ctx),
+            settings=settings,
+            trusted=TrustedProxies(settings.trusted).is_trusted,
+            ssl_context=tls,
+            header_timeout=self.plan.connections.limits.header_read,
+        )
+        proxy.start()
+        return proxy
 
     def ready(self) -> bool:
         """Readiness: serving, and shutdown not begun."""

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from palfrey.config.binds import parse_bind_text
 from palfrey.config.types import VALUE_STYLE, FileMode, Header, Seconds, Size, Uvicorn
 
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -113,7 +114,9 @@ class ServerSection(Section):
 
     bind: tuple[str, ...] = ()
     """Several listeners at once: "host:port", "[::1]:port", "unix:/path/to.sock" or
-    "fd://3". When set, it replaces host/port."""
+    "fd://3". When set, it replaces host/port. An entry may end with "?proxy=v1", "v2",
+    "auto" or "off" to set the PROXY protocol of that listener (overriding
+    proxy.protocol), as in "0.0.0.0:8443?proxy=v2"."""
 
     systemd_socket_activation: bool = True
     """Serve on sockets passed by systemd socket activation (LISTEN_FDS/LISTEN_PID)
@@ -174,13 +177,7 @@ class ServerSection(Section):
     @classmethod
     def _check_bind(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for item in value:
-            if item.startswith(("unix:", "fd://")):
-                continue
-            host, sep, port = item.rpartition(":")
-            if not sep or not host or not port.isdigit() or int(port) > 65535:
-                raise ValueError(
-                    f'{item!r} is not "host:port", "[::1]:port", "unix:/path" or "fd://N"'
-                )
+            parse_bind_text(item)
         return value
 
 
@@ -207,7 +204,7 @@ class HTTPSection(Section):
 
 
 class HTTP2Section(Section):
-    """HTTP/2 (h2), served on the same listeners as HTTP/1.1 when enabled."""
+    """HTTP/2, served on the same listeners as HTTP/1.1 when enabled."""
 
     enabled: Annotated[bool, Uvicorn("http2")] = False
     """Serve HTTP/2 beside HTTP/1.1: ALPN "h2" over TLS, prior knowledge and
@@ -434,7 +431,7 @@ def _check_trusted(value: str) -> None:
 
 
 class ProxySection(Section):
-    """Trusting a reverse proxy's forwarding headers."""
+    """Trusting a reverse proxy: its forwarding headers and the PROXY protocol."""
 
     headers: Annotated[bool, Uvicorn("proxy_headers")] = True
     """Use X-Forwarded-For/Proto/Host/Port/Prefix and RFC 7239 Forwarded to set the
@@ -444,8 +441,17 @@ class ProxySection(Section):
         "127.0.0.1",
         "::1",
     )
-    """Peers whose forwarding headers are trusted: IP addresses, CIDR networks, "*" for
-    all, or a UNIX socket path. Defaults to $FORWARDED_ALLOW_IPS when set."""
+    """Peers whose forwarding headers (and PROXY protocol headers) are trusted: IP
+    addresses, CIDR networks, "*" for all, or a UNIX socket path. Defaults to
+    $FORWARDED_ALLOW_IPS when set."""
+
+    protocol: Literal["off", "v1", "v2", "auto"] = "off"
+    """Expect a PROXY protocol header (v1 text or v2 binary, as HAProxy, AWS NLB and other
+    TCP load balancers send it) at the start of every connection, before TLS, and take the
+    client address from it. "v1" or "v2" require that version on every connection; "auto"
+    accepts either, or none. Only peers in forwarded_allow_ips may send one: a connection
+    from anyone else is closed (in "auto", served as sent if it carries no header). A
+    listener in server.bind can override this with "?proxy=..."."""
 
     @field_validator("forwarded_allow_ips")
     @classmethod
@@ -558,10 +564,7 @@ class HealthSection(Section):
     @field_validator("listener")
     @classmethod
     def _check_listener(cls, value: str | None) -> str | None:
-        if value is None or value.startswith("unix:"):
-            return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
+        if value is not None and parse_bind_text(value, options=False).kind == "fd":
             raise ValueError(f'{value!r} is not "host:port", "[::1]:port" or "unix:/path"')
         return value
 

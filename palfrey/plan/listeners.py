@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -41,6 +41,10 @@ class ListenerSpec:
     path: str | None = None
     mode: int | None = None
     fd: int | None = None
+    #: The listener's own PROXY protocol mode ("?proxy=" in `server.bind`), None for the
+    #: `proxy.protocol` default. Not part of the listener's identity: a reload that changes
+    #: it keeps the socket.
+    proxy: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         if self.kind == "unix":
@@ -55,24 +59,22 @@ class ListenerSpec:
 # ---------------------------------------------------------------------------- pure part
 
 
-def parse_bind(item: str, *, uds_mode: int = 0o666) -> ListenerSpec:
-    """One `server.bind` entry: "host:port", "[::1]:port", "unix:/path" or "fd://N"."""
-    if item.startswith("unix:"):
-        path = item[len("unix:") :]
-        if not path:
-            raise ListenerError(f"{item!r}: a UNIX socket needs a path, as in unix:/run/app.sock")
-        return ListenerSpec(kind="unix", path=path, mode=uds_mode)
-    if item.startswith("fd://"):
-        number = item[len("fd://") :]
-        if not number.isdigit():
-            raise ListenerError(f"{item!r}: expected a file descriptor number, as in fd://3")
-        return ListenerSpec(kind="fd", fd=int(number))
-    host, sep, port = item.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ListenerError(f'{item!r} is not "host:port", "[::1]:port", "unix:/path" or "fd://N"')
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return ListenerSpec(kind="tcp", host=host, port=int(port))
+def parse_bind(item: str, *, uds_mode: int = 0o666, options: bool = True) -> ListenerSpec:
+    """One `server.bind` entry: "host:port", "[::1]:port", "unix:/path" or "fd://N",
+    optionally followed by "?proxy=v1|v2|auto|off" (palfrey.config.binds)."""
+    # Imported here: a serving process unpickles ListenerSpecs and never parses a bind.
+    from palfrey.config.binds import parse_bind_text
+
+    try:
+        bind = parse_bind_text(item, options=options)
+    except ValueError as exc:
+        raise ListenerError(str(exc)) from None
+    proxy = bind.options.get("proxy")
+    if bind.kind == "unix":
+        return ListenerSpec(kind="unix", path=bind.path, mode=uds_mode, proxy=proxy)
+    if bind.kind == "fd":
+        return ListenerSpec(kind="fd", fd=bind.fd, proxy=proxy)
+    return ListenerSpec(kind="tcp", host=bind.host, port=bind.port, proxy=proxy)
 
 
 def systemd_specs(environ: Mapping[str, str], pid: int | None = None) -> list[ListenerSpec]:

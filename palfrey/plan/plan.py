@@ -34,6 +34,7 @@ from palfrey.protocols.settings import (
     HTTP2Settings,
     HTTP3Settings,
     HTTPLimits,
+    ProxyProtocolSettings,
     WebSocketSettings,
 )
 
@@ -100,11 +101,18 @@ class ListenerPlan:
     tls: TLSSpec | None
     #: ALPN protocols offered in the TLS handshake, most preferred first (empty: cleartext).
     alpn: tuple[str, ...]
+    #: A PROXY protocol header is read before anything else on each connection.
+    proxy_protocol: ProxyProtocolSettings | None = None
 
     def __str__(self) -> str:
         if self.spec.kind != "tcp":
-            return f"{self.spec}{' (TLS)' if self.tls else ''}"
-        return f"{'https' if self.tls else 'http'}://{self.spec}"
+            text = f"{self.spec}{' (TLS)' if self.tls else ''}"
+        else:
+            text = f"{'https' if self.tls else 'http'}://{self.spec}"
+        if self.proxy_protocol is not None:
+            mode = self.proxy_protocol.mode
+            text += f" (PROXY protocol {'v1 or v2, optional' if mode == 'auto' else mode})"
+        return text
 
 
 @dataclass(frozen=True)
@@ -275,7 +283,7 @@ def plan(
     http2 = _http2(config)
     alpn = (("h2", "http/1.1") if http2 is not None else ("http/1.1",)) if tls else ()
     listeners = tuple(
-        ListenerPlan(spec=spec, tls=tls, alpn=alpn)
+        ListenerPlan(spec=spec, tls=tls, alpn=alpn, proxy_protocol=_proxy_protocol(config, spec))
         for spec in listener_specs(
             config.server,
             env,
@@ -344,6 +352,14 @@ def _quic_listeners(
         QuicListenerPlan(spec=udp, beside=tuple(beside), follow_port=section.port is None, tls=tls)
         for udp, beside in found.items()
     )
+
+
+def _proxy_protocol(config: Config, spec: ListenerSpec) -> ProxyProtocolSettings | None:
+    """The listener's own "?proxy=" option, else `proxy.protocol`."""
+    mode = spec.proxy or config.proxy.protocol
+    if mode == "off":
+        return None
+    return ProxyProtocolSettings(mode=mode, trusted=config.proxy.forwarded_allow_ips)
 
 
 def _tls(config: Config) -> TLSSpec | None:
@@ -504,7 +520,7 @@ def _process(config: Config, manifest: Path | None) -> ProcessPlan:
         )
         if reload.enabled
         else None,
-        health_listener=None if listener is None else parse_bind(listener),
+        health_listener=None if listener is None else parse_bind(listener, options=False),
         healthcheck_timeout=workers.healthcheck_timeout,
         healthcheck_interval=workers.healthcheck_interval,
         restart_backoff_max=workers.restart_backoff_max,

@@ -23,7 +23,7 @@ WEBSOCKETS = {
     "wsproto": Backend("wsproto", "standard"),
     "websockets-sansio": Backend("websockets", "websockets"),
 }
-HTTP2 = Backend("h2", "http2")
+HTTP2 = Backend("hpack", "http2")
 HTTP3 = Backend("aioquic", "http3")
 
 

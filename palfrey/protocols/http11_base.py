@@ -39,7 +39,7 @@ from palfrey.protocols.limits import (
     inspect_headers,
 )
 from palfrey.protocols.websocket_core import wants_websocket
-from palfrey.transports.asyncio_stream import addresses, set_nodelay, tls_extension
+from palfrey.transports.asyncio_stream import addresses, connection_extensions, set_nodelay
 
 _IDLE, _HEAD, _BUSY = 0, 1, 2
 _MAX_PIPELINE = 64
@@ -125,11 +125,10 @@ class HTTP11Connection(asyncio.Protocol):
         self.ctx.state.connections.add(self)
         self.server, self.client = addresses(transport)
         set_nodelay(transport)
-        tls = tls_extension(transport)
-        self.extensions = {"http.response.pathsend": {}, **self.ctx.extensions}
-        if tls is not None:
+        found = connection_extensions(transport)
+        self.extensions = {"http.response.pathsend": {}, **self.ctx.extensions, **found}
+        if "tls" in found:
             self.scheme = "https"
-            self.extensions["tls"] = tls
         # The head-read timeout also bounds how long a new connection may stay silent.
         self._arm(_HEAD)
         if self.ctx.state.shutting_down:

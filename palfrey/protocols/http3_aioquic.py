@@ -3,7 +3,7 @@
 `H3Session` is one QUIC connection (palfrey.transports.quic_aioquic feeds it datagrams)
 with aioquic's H3Connection on top; each request stream is an `H3Stream`, the
 `HTTPChannel` its `HTTPCycle` writes to, exactly as an HTTP/2 stream is. Requests are
-checked with the rules HTTP/2 uses (palfrey.protocols.fields; RFC 9114 §4.2-4.3), and a
+checked with the rules HTTP/2 uses (palfrey.protocols.http2_fields; RFC 9114 §4.2-4.3), and a
 malformed one is a stream error H3_MESSAGE_ERROR (§4.1.2), not the connection error
 aioquic would make it.
 
@@ -38,8 +38,7 @@ from aioquic.quic import events
 
 from palfrey.asgi.http_cycle import HTTPCycle
 from palfrey.protocols.context import http_scope
-from palfrey.protocols.fields import Request, lower_fields, parse_request, response_fields
-from palfrey.protocols.fields import subprotocols as _subprotocols
+from palfrey.protocols.http2_fields import Request, parse_request, plain_fields
 from palfrey.transports.quic_aioquic import (
     QuicEndpoint,
     QuicSession,
@@ -211,7 +210,7 @@ class H3Stream:
         """`http.response.trailers`: a HEADERS frame that ends the stream (§4.1)."""
         if self.closed or self.ended:
             return
-        self._fields.extend(lower_fields(headers))
+        self._fields.extend(plain_fields(headers))
         if more_trailers:
             return
         self.session.h3.send_headers(self.stream_id, self._fields, end_stream=True)
@@ -754,6 +753,50 @@ class _H3WebSocket(_Endpoint):  # type: ignore[misc,valid-type,unused-ignore]
         stream = self.stream
         stream.session.streams.pop(stream.stream_id, None)
         stream.session.stream_finished(stream)
+
+
+_STATUS: dict[int, bytes] = {}
+_DEFAULT_FIELDS: dict[int, tuple[bytes, list[tuple[bytes, bytes]]]] = {}
+
+
+def response_fields(defaults: Any, status: int, headers: Any) -> list[tuple[bytes, bytes]]:
+    """A response header section: `:status`, the app's fields lower-cased and checked
+    without connection-specific ones (RFC 9114 §4.2), then the server's defaults
+    (`DefaultHeaders`) the app did not set."""
+    if not 200 <= status <= 999:
+        raise RuntimeError(f"invalid final response status {status!r}")  # as on HTTP/1.1
+    code = _STATUS.get(status)
+    if code is None:
+        code = _STATUS[status] = str(status).encode()
+    fields = [(b":status", code), *plain_fields(headers)]
+    names = defaults.names
+    seen = {name for name, _ in fields if name in names}
+    return fields + _default_fields(defaults, seen)
+
+
+def _default_fields(defaults: Any, seen: set[bytes]) -> list[tuple[bytes, bytes]]:
+    """The default fields (Server, Date, configured ones, Alt-Svc on TCP), parsed from the
+    HTTP/1.1 block, which changes at most once a second."""
+    block = defaults.block()
+    cached = _DEFAULT_FIELDS.get(id(defaults))
+    if cached is None or cached[0] is not block:
+        pairs = []
+        for line in block.split(b"\r\n"):
+            if line:
+                name, _, value = line.partition(b": ")
+                pairs.append((name, value))
+        cached = _DEFAULT_FIELDS[id(defaults)] = (block, pairs)
+    if not seen:
+        return cached[1]
+    return [(n, v) for n, v in cached[1] if n not in seen]
+
+
+def _subprotocols(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    found: list[str] = []
+    for name, value in headers:
+        if name == b"sec-websocket-protocol":
+            found.extend(p.strip() for p in value.decode("latin-1").split(",") if p.strip())
+    return found
 
 
 def endpoint(

@@ -3,7 +3,11 @@
 - TLS: the ALPN protocol the handshake selected (RFC 9113 §3.2): "h2" gets HTTP/2,
   anything else (or no ALPN) HTTP/1.1. Decided in `connection_made`, no bytes read.
 - Cleartext, prior knowledge (RFC 9113 §3.3): a connection whose first bytes are the
-  client preface `PRI * HTTP/2.0...` gets HTTP/2.
+  client preface `PRI * HTTP/2.0...` gets HTTP/2. So does one whose first line is
+  neither that nor an HTTP/1.x request line (it does not end in an `HTTP/` version):
+  it speaks neither protocol, and HTTP/2 answers it as an invalid preface, GOAWAY
+  PROTOCOL_ERROR (§3.4). Anything with an HTTP/1 request line goes to HTTP/1.1, which
+  answers a malformed one with its 4xx.
 - Cleartext, `Upgrade: h2c` (RFC 7540 §3.2; deprecated by RFC 9113 §3.1 but still sent
   by curl and others): the first request of a connection that asks for it, with a valid
   `HTTP2-Settings`, is read in full (body included, up to `_UPGRADE_BODY_LIMIT`), answered
@@ -26,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from palfrey.protocols.http2_h2 import PREFACE, H2Connection, Upgrade, decode_settings
+from palfrey.protocols.http2_asyncio import HTTP2Protocol, Upgrade
+from palfrey.protocols.http2_fields import decode_settings
+from palfrey.protocols.http2_frames import PREFACE
 from palfrey.protocols.settings import HTTP2Settings, WebSocketSettings
 
 if TYPE_CHECKING:
@@ -109,6 +115,9 @@ class Negotiator(asyncio.Protocol):
                 return
             self._switch(self._http2(), buf)  # RFC 9113 §3.3: prior knowledge
             return
+        if _neither(buf):
+            self._switch(self._http2(), buf)  # RFC 9113 §3.4: an invalid preface
+            return
         end = buf.find(b"\r\n\r\n")
         if end < 0 and len(buf) < self.ctx.limits.max_head_size:
             self._buf = buf  # the first head is incomplete: the Upgrade may follow
@@ -141,8 +150,8 @@ class Negotiator(asyncio.Protocol):
 
     # -- switching -----------------------------------------------------------------------
 
-    def _http2(self, upgrade: Upgrade | None = None) -> H2Connection:
-        return H2Connection(self.ctx, self.settings, upgrade=upgrade, websocket=self.websocket)
+    def _http2(self, upgrade: Upgrade | None = None) -> HTTP2Protocol:
+        return HTTP2Protocol(self.ctx, self.settings, upgrade=upgrade, websocket=self.websocket)
 
     def _switch(self, protocol: asyncio.Protocol, replay: bytes = b"") -> None:
         self._done = True
@@ -241,6 +250,19 @@ class _UpgradeReader:
         )
 
 
+def _neither(buf: bytes) -> bool:
+    """Whether the first line has arrived and is neither the HTTP/2 preface's nor an
+    HTTP/1.x request line, whose last word is the version (RFC 9112 §3)."""
+    if buf.startswith(PREFACE[:16]):  # "PRI * HTTP/2.0\r\n": a preface gone wrong
+        return True
+    start = len(buf) - len(buf.lstrip(b"\r\n"))  # empty lines before a request (§2.2)
+    end = buf.find(b"\n", start)
+    if end < 0:
+        return False
+    line = buf[start:end].rstrip(b"\r")
+    return not line.rpartition(b" ")[2].startswith(b"HTTP/")
+
+
 def _settings_field(headers: Any) -> bytes | None:
     """The HTTP2-Settings value of a request that validly asks for h2c, else None."""
     settings: list[bytes] = []
@@ -255,4 +277,4 @@ def _settings_field(headers: Any) -> bytes | None:
             upgrade = b"h2c" in (t.strip() for t in bytes(value).lower().split(b","))
     if not upgrade or len(settings) != 1 or not {b"upgrade", b"http2-settings"} <= options:
         return None
-    return settings[0] if decode_settings(settings[0]) else None
+    return settings[0] if decode_settings(settings[0]) is not None else None

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from palfrey.protocols.websocket_core import EngineFactory
 
-__all__ = ["HTTP2Settings", "HTTP3Settings", "HTTPLimits", "HeaderSettings", "WebSocketSettings"]
+__all__ = [
+    "HTTP2Settings",
+    "HTTP3Settings",
+    "HTTPLimits",
+    "HeaderSettings",
+    "ProxyProtocolSettings",
+    "WebSocketSettings",
+]
 
 
 @dataclass(frozen=True)
@@ -101,3 +108,17 @@ class HTTP3Settings:
     alt_svc_max_age: int | None
     #: RFC 9220 WebSocket over HTTP/3 (extended CONNECT) is answered.
     connect_protocol: bool
+
+
+@dataclass(frozen=True)
+class ProxyProtocolSettings:
+    """PROXY protocol on one listener (filled by the plan from `proxy.protocol` or the
+    listener's own `?proxy=` option)."""
+
+    mode: str  # "v1", "v2" (a header required on every connection) or "auto" (optional)
+    #: Peers allowed to send a header (`proxy.forwarded_allow_ips`).
+    trusted: tuple[str, ...]
+
+    @property
+    def versions(self) -> frozenset[int]:
+        return frozenset({1, 2}) if self.mode == "auto" else frozenset({int(self.mode[1])})

@@ -374,8 +374,10 @@ class WebSocketEndpoint:
 
 
 def scope_extensions(http_extensions: dict[str, Any]) -> dict[str, Any]:
-    """A WebSocket scope's extensions: the denial response, and TLS when present."""
+    """A WebSocket scope's extensions: the denial response, and the connection's own
+    (TLS, the PROXY protocol header) but none of HTTP's response extensions."""
     extensions: dict[str, Any] = {"websocket.http.response": {}}
-    if "tls" in http_extensions:
-        extensions["tls"] = http_extensions["tls"]
+    for name, value in http_extensions.items():
+        if not name.startswith("http.response."):
+            extensions[name] = value
     return extensions

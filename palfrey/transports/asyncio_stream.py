@@ -11,6 +11,7 @@ import contextlib
 import socket
 from typing import Any
 
+from palfrey.transports.proxied import PROXY_EXTENSION
 from palfrey.transports.tls_scope import tls_scope_extension
 
 Address = tuple[str, int | None]
@@ -43,6 +44,19 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):  # pragma: no cover - platform dependent
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def connection_extensions(transport: asyncio.BaseTransport) -> dict[str, Any]:
+    """The scope extensions a connection's transport provides: `tls` (ASGI's tls
+    extension) on TLS connections, `palfrey.proxy_protocol` behind a PROXY header."""
+    found: dict[str, Any] = {}
+    tls = tls_extension(transport)
+    if tls is not None:
+        found["tls"] = tls
+    proxy = transport.get_extra_info(PROXY_EXTENSION)
+    if proxy is not None:
+        found[PROXY_EXTENSION] = proxy
+    return found
 
 
 def tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any] | None:

@@ -64,8 +64,11 @@ class H2Peer:
         tls: ssl.SSLContext | None = None,
         auto_window: bool = True,
         connect: bool = True,
+        before: bytes = b"",
     ) -> None:
         sock = socket.create_connection(address, timeout=TIMEOUT)
+        if before:  # what a TCP load balancer sends first (a PROXY protocol header)
+            sock.sendall(before)
         if tls is not None:
             sock = tls.wrap_socket(sock, server_hostname="localhost")
         self.sock = sock

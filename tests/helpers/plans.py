@@ -3,6 +3,7 @@ validated Config, through plan(). Tests never spell defaults of their own."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from palfrey.asgi.types import ASGIApp
@@ -10,6 +11,7 @@ from palfrey.config import load_config
 from palfrey.plan.plan import Plan, plan
 from palfrey.protocols.context import ConnectionContext
 from palfrey.protocols.http11_response import DefaultHeaders
+from palfrey.protocols.settings import HTTP2Settings
 
 
 def make_plan(argv: list[str] | None = None, **overrides: Any) -> Plan:
@@ -30,3 +32,10 @@ def connection_context(app: ASGIApp, plan_: Plan | None = None, **fields: Any) -
         **fields,
     }
     return ConnectionContext(**values)
+
+
+def h2_settings(**changes: Any) -> HTTP2Settings:
+    """The HTTP/2 settings of `palfrey --http h2`, with `changes`."""
+    settings = make_plan(["main:app", "--http", "h2"]).connections.http2
+    assert settings is not None
+    return dataclasses.replace(settings, **changes)

@@ -354,3 +354,76 @@ def test_websocket_over_http2_echo(server: RunningServer) -> None:
     response = peer.wait(sid)
     assert response.ended
     peer.close()
+
+
+# -- connection preface (RFC 9113 §3.4) -------------------------------------------------
+
+
+def _read_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _goaway_code(data: bytes) -> int | None:
+    """The error code of the first GOAWAY among the frames in `data`."""
+    while len(data) >= 9:
+        length = int.from_bytes(data[:3], "big")
+        if data[3] == 0x7:
+            return int.from_bytes(data[13:17], "big")
+        data = data[9 + length :]
+    return None
+
+
+def test_invalid_preface_after_alpn_h2_is_a_protocol_error(
+    tls_server: RunningServer, pki: tuple[trustme.CA, Path, Path]
+) -> None:
+    ca, _, _ = pki
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(tls_server.address, timeout=5)
+    with context.wrap_socket(raw, server_hostname="localhost") as sock:
+        assert sock.selected_alpn_protocol() == "h2"
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        data = _read_all(sock)
+    assert not data.startswith(b"HTTP/1.1")
+    assert _goaway_code(data) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+
+
+def test_cleartext_first_line_neither_http1_nor_preface(server: RunningServer) -> None:
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(b"INVALID CONNECTION PREFACE\r\n\r\n")
+        data = _read_all(sock)
+    assert _goaway_code(data) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    # An HTTP/1.x request line, even a malformed one, is still HTTP/1.1's to answer.
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(b"GET  /double-space HTTP/1.1\r\nHost: a\r\n\r\n")
+        data = _read_all(sock)
+    assert data.startswith(b"HTTP/1.1 400 ")
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one-write", "two-writes"])
+def test_client_goaway_lets_streams_in_flight_finish(server: RunningServer, together: bool) -> None:
+    peer = H2Peer(server.address)
+    fields = [(":method", "GET"), (":scheme", "http"), (":path", "/sleep?0.3")]
+    peer.conn.send_headers(1, [*fields, (":authority", "localhost")], end_stream=True)
+    if not together:
+        peer.flush()
+        time.sleep(0.1)
+    peer.conn.close_connection()  # GOAWAY NO_ERROR from the client
+    peer.flush()  # with `together`, HEADERS and GOAWAY reach the server in one read
+    # h2's client closes its state machine after its own GOAWAY: read the raw bytes.
+    data = _read_all(peer.sock)
+    assert b"slept" in data  # stream 1's response, then our GOAWAY and the close
+    assert _goaway_code(data) == h2.errors.ErrorCodes.NO_ERROR
+    peer.close()
