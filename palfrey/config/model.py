@@ -48,6 +48,14 @@ def _http_backend(value: Any) -> Any:
     return value
 
 
+def _check_import_string(value: str | None) -> str | None:
+    if value is not None:
+        module, sep, attribute = value.partition(":")
+        if not sep or not module.strip() or not attribute.strip():
+            raise ValueError('expected an import string "module:attribute", as in main:app')
+    return value
+
+
 def _websockets_alias(value: Any) -> Any:
     # uvicorn's legacy "websockets" backend; Palfrey runs the same library's sans-IO
     # protocol for it, so both spellings are one setting (and compare equal).
@@ -601,7 +609,7 @@ class LoggingSection(Section):
 class Config(Section):
     """Everything Palfrey needs to serve an app. Build it with palfrey.load_config()."""
 
-    app: Annotated[str | None, Uvicorn("app")] = None
+    app: Annotated[str | None, AfterValidator(_check_import_string), Uvicorn("app")] = None
     """The ASGI app as an import string "module:attribute" (attributes may be dotted)."""
 
     factory: Annotated[bool, Uvicorn("factory")] = False

@@ -53,15 +53,34 @@ ProtocolFactory = Callable[["ConnectionContext"], "asyncio.Protocol"]
 # -- the process ------------------------------------------------------------------------
 
 
+_INJECTED: dict[str, str] = {}
+"""Variables this process took from the env file (name -> value), so that a reload can
+tell them from the operator's own environment."""
+
+
 def export_env_file(plan: Plan) -> None:
-    """The app sees the env file's variables too; ones already set win (as uvicorn)."""
+    """The app sees the env file's variables too; ones already set win (as uvicorn).
+
+    Called again with a reloaded plan, it first takes back what the previous call set
+    (where the value is still the one it set), so an edited env file applies."""
+    for name, value in list(_INJECTED.items()):
+        if os.environ.get(name) == value:
+            del os.environ[name]
+    _INJECTED.clear()
     if plan.env_file is None:
         return
     from dotenv import dotenv_values
 
-    for name, value in dotenv_values(plan.env_file).items():
-        if value is not None:
-            os.environ.setdefault(name, value)
+    for name, found in dotenv_values(plan.env_file).items():
+        if found is not None and name not in os.environ:
+            os.environ[name] = _INJECTED[name] = found
+
+
+def operator_environ() -> dict[str, str]:
+    """The environment as it was given to Palfrey: without what the env file added. A
+    reload reads the layers from this, so the env file's new values are not shadowed by
+    its old ones."""
+    return {name: value for name, value in os.environ.items() if _INJECTED.get(name) != value}
 
 
 def apply_logging(plan: Plan) -> None:

@@ -9,7 +9,6 @@ pydantic until a reload actually happens.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -79,8 +78,10 @@ class Reresolver:
     overrides: Mapping[str, Any] | None = None
 
     def __call__(self) -> Plan:
+        from palfrey.plan.realize import operator_environ
+
         overrides = dict(self.overrides) if self.overrides else None
-        return resolve_plan(self.argv, environ=os.environ, overrides=overrides)
+        return resolve_plan(self.argv, environ=operator_environ(), overrides=overrides)
 
     @classmethod
     def of(

@@ -240,9 +240,11 @@ def reexec(launch: Launch | None = None, listeners: ListenerSet | None = None) -
     `launch` makes the new image serve that plan without validating it again;
     `listeners` are handed over as inherited file descriptors.
     """
+    from palfrey.plan.realize import operator_environ
     from palfrey.workers.sockets import handoff_env
 
-    environ = dict(os.environ)
+    # The env file's variables are left out: the new image exports its own plan's.
+    environ = operator_environ()
     if listeners is not None:
         environ.update(handoff_env(listeners))
     if launch is not None:

@@ -36,7 +36,7 @@ from typing import Any
 from palfrey.exitcodes import EXIT_CRASH_LOOP
 from palfrey.plan.listeners import ListenerError
 from palfrey.plan.plan import Plan
-from palfrey.plan.realize import apply_logging, describe, describe_udp
+from palfrey.plan.realize import apply_logging, describe, describe_udp, export_env_file
 from palfrey.plan.resolve import ResolveError
 from palfrey.workers import sd_notify
 from palfrey.workers.messages import Drain, Ping, Pong, Ready, Recycle, Stop
@@ -514,9 +514,11 @@ class Supervisor:
             self.plan, self.listeners = new, listeners
             self.generation += 1
             old = [w for w in self.workers if w.generation < self.generation]
+            export_env_file(new)  # new workers inherit the reloaded env file's variables
             # A canary: if the new config's first worker cannot start, nothing changed.
             first = await self._start_worker(trial=True)
             if first is None:
+                export_env_file(previous[0])
                 self.plan, self.listeners, self.generation = previous
                 listeners.close_except(self.listeners)
                 logger.error(
