@@ -473,11 +473,14 @@ class H3Session(QuicSession):
         (STOP_SENDING): the app hears `http.disconnect`."""
         stream = self.streams.pop(sid, None)
         self.paused.pop(sid, None)
-        if stream is not None:
-            if not stream.remote_ended or not stream.ended:
-                self._stop(sid, ErrorCode.H3_REQUEST_CANCELLED)
-                self.quic.reset_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
-            stream.close()
+        if stream is None:
+            return  # the other half of a cancellation already handled, or no request
+        if not stream.remote_ended or not stream.ended:
+            self._stop(sid, ErrorCode.H3_REQUEST_CANCELLED)
+            self.quic.reset_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
+        stream.close()
+        # Counted once per request cancelled (a client sends RESET_STREAM and STOP_SENDING
+        # for one cancellation): each cost an app task.
         if not self._resets.spend(self.loop.time()):
             # Rapid reset (CVE-2023-44487 for HTTP/2; the same attack works here).
             self.close(ErrorCode.H3_EXCESSIVE_LOAD, "too many stream resets")

@@ -21,6 +21,8 @@ application rather than the network (see `_write_stream_limits`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -47,6 +49,8 @@ from aioquic.quic.retry import QuicRetryTokenHandler
 from aioquic.tls import SessionTicket
 
 __all__ = ["CID_LENGTH", "QuicEndpoint", "QuicSession", "ServerQuic", "Steering", "TicketStore"]
+
+logger = logging.getLogger("palfrey.error")
 
 CID_LENGTH = 8
 """Length of the connection IDs this server issues (aioquic's default)."""
@@ -213,6 +217,8 @@ class QuicSession:
         self.endpoint = endpoint
         self.loop = endpoint.loop
         self.closed = False
+        #: The connection IDs the endpoint routes to this session.
+        self.cids: set[bytes] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
 
@@ -243,9 +249,9 @@ class QuicSession:
         while event is not None:
             kind = type(event)
             if kind is events.ConnectionIdIssued:
-                endpoint.sessions[event.connection_id] = self  # type: ignore[attr-defined]
+                endpoint.route(event.connection_id, self)  # type: ignore[attr-defined]
             elif kind is events.ConnectionIdRetired:
-                endpoint.sessions.pop(event.connection_id, None)  # type: ignore[attr-defined]
+                endpoint.unroute(event.connection_id, self)  # type: ignore[attr-defined]
             elif kind is events.ConnectionTerminated:
                 self._terminated()
                 return
@@ -293,17 +299,21 @@ class QuicSession:
             self.quic.close(error_code=error_code, reason_phrase=reason)
             self.process()
 
-    def abort(self) -> None:
-        """Forget the connection at once (the process is stopping)."""
+    def abort(self, error_code: int = 0x102) -> None:
+        """End the connection at once: one CONNECTION_CLOSE (H3_INTERNAL_ERROR unless
+        told otherwise), then forget it (the process is stopping, or it failed)."""
         if not self.closed:
+            with contextlib.suppress(Exception):  # a connection in an unknown state
+                self.quic.close(error_code=error_code, reason_phrase="server stopping")
             self._terminated()
 
     def _terminated(self) -> None:
         if self.closed:
             return
         # What aioquic queued last (the CONNECTION_CLOSE) still goes out.
-        for data, addr in self.quic.datagrams_to_send(self.loop.time()):
-            self.endpoint.sendto(data, addr)
+        with contextlib.suppress(Exception):  # after a failure, aioquic's state may not
+            for data, addr in self.quic.datagrams_to_send(self.loop.time()):
+                self.endpoint.sendto(data, addr)
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
@@ -363,7 +373,7 @@ class QuicEndpoint(asyncio.DatagramProtocol):
             return  # not QUIC
         session = self.sessions.get(header.destination_cid)
         if session is not None:
-            session.datagram(data, addr)
+            self._feed(session, data, addr)
             return
         version = header.version
         supported = self.configuration.supported_versions
@@ -431,9 +441,18 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         )
         session = self.session_factory(quic, self)
         self.live.add(session)
-        self.sessions[header.destination_cid] = session
-        self.sessions[quic.host_cid] = session
-        session.datagram(data, addr)
+        self.route(header.destination_cid, session)
+        self.route(quic.host_cid, session)
+        self._feed(session, data, addr)
+
+    def _feed(self, session: QuicSession, data: bytes, addr: NetworkAddress) -> None:
+        try:
+            session.datagram(data, addr)
+        except Exception:
+            # A bug must cost one connection, not the listener: asyncio would log the
+            # exception and leave this connection half-processed for every later datagram.
+            logger.exception("HTTP/3 connection failed; closing it")
+            session.abort()
 
     # -- for sessions ----------------------------------------------------------------------
 
@@ -453,10 +472,21 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         for session in dict.fromkeys(dirty):
             session.flush()
 
+    def route(self, cid: bytes, session: QuicSession) -> None:
+        self.sessions[cid] = session
+        session.cids.add(cid)
+
+    def unroute(self, cid: bytes, session: QuicSession) -> None:
+        if self.sessions.get(cid) is session:
+            del self.sessions[cid]
+        session.cids.discard(cid)
+
     def forget(self, session: QuicSession) -> None:
         self.live.discard(session)
-        for cid in [cid for cid, owner in self.sessions.items() if owner is session]:
-            del self.sessions[cid]
+        for cid in session.cids:
+            if self.sessions.get(cid) is session:
+                del self.sessions[cid]
+        session.cids.clear()
 
     def close(self) -> None:
         """Stop reading: every connection left is forgotten."""

@@ -453,3 +453,28 @@ def test_expect_100_continue_is_answered_when_the_app_reads(pki: tuple[Path, Pat
         response = asyncio.run(asyncio.wait_for(main(port), 20))
     assert response.interim == [[(b":status", b"100")]]
     assert bytes(response.body).decode() == f"3 {hashlib.sha256(b'abc').hexdigest()}"
+
+
+def test_garbage_and_unknown_versions_leave_the_listener_serving(pki: tuple[Path, Path]) -> None:
+    import os
+    import socket
+
+    with h3_server(pki) as (_, port):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.settimeout(5)
+        try:
+            # RFC 9000 §6: an unknown version in a long header gets Version Negotiation.
+            dcid, scid = os.urandom(8), os.urandom(8)
+            unknown = b"\xc0" + bytes.fromhex("1a2a3a4a") + b"\x08" + dcid + b"\x08" + scid
+            probe.sendto(unknown.ljust(1200, b"\0"), ("127.0.0.1", port))
+            answer, _ = probe.recvfrom(2048)
+            assert answer[0] & 0x80
+            assert answer[1:5] == b"\0\0\0\0"  # version 0: Version Negotiation
+            assert answer[6:14] == scid  # addressed to the client's own ID
+            assert b"\x00\x00\x00\x01" in answer[14:]  # offers QUIC v1
+            for junk in (b"", b"\x00", os.urandom(40), b"\xc0" + os.urandom(1300)):
+                probe.sendto(junk, ("127.0.0.1", port))
+        finally:
+            probe.close()
+        response = asyncio.run(_get(port, pki[1], "/after-garbage"))
+    assert response.status == 200
