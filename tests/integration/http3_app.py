@@ -123,7 +123,15 @@ async def _websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "websocket.send", "text": "echo:" + (message.get("text") or "")})
 
 
+async def _sleepy(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads nothing for a while: the upload must wait under flow control meanwhile."""
+    await asyncio.sleep(1.5)
+    _say("sleepy reads now")
+    await _digest(scope, receive, send)
+
+
 ROUTES = {
+    "/sleepy": _sleepy,
     "/digest": _digest,
     "/download": _download,
     "/forever": _forever,

@@ -478,3 +478,23 @@ def test_garbage_and_unknown_versions_leave_the_listener_serving(pki: tuple[Path
             probe.close()
         response = asyncio.run(_get(port, pki[1], "/after-garbage"))
     assert response.status == 200
+
+
+def test_an_upload_waits_for_an_app_that_does_not_read(pki: tuple[Path, Path]) -> None:
+    body = pattern(1 << 20)
+
+    async def main(port: int) -> tuple[int, Any]:
+        async with h3_connect(port, str(pki[1])) as client:
+            sid = client.start("POST", "/sleepy", body=body)
+            await asyncio.sleep(1.0)  # the app sleeps 1.5 s before its first receive
+            sent_while_asleep = client._quic._streams[sid].sender.highest_offset
+            response = client.responses[sid]
+            await asyncio.wait_for(response.done.wait(), 20)
+            return sent_while_asleep, response
+
+    with h3_server(pki, "--http3-max-stream-data", "64KiB") as (_, port):
+        sent_while_asleep, response = asyncio.run(main(port))
+    # Credit is returned as the app reads: asleep, it got one window (64 KiB of body and
+    # the HEADERS/DATA frame headers), not the megabyte the client had ready.
+    assert sent_while_asleep <= 64 * 1024 + 1024
+    assert bytes(response.body).decode() == f"{len(body)} {hashlib.sha256(body).hexdigest()}"
