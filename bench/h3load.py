@@ -6,7 +6,10 @@ HTTP/3, and a client on aioquic costs about as much CPU per request as the serve
 
 Each connection keeps `--streams` GET requests in flight for `--duration` seconds. Prints
 one JSON line: requests, failures, elapsed seconds, latency percentiles (ms) and this
-process's CPU seconds.
+process's CPU seconds. Keep `--streams` well below the server's concurrent-stream limit
+(Palfrey's `http3.max_concurrent_streams`, 100): at the limit qh3 raises "stream limit
+exceeded" instead of waiting for the server's MAX_STREAMS credit as aioquic does, and
+the connection's requests stop (reported as "connection failed" on stderr).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import json
 import os
 import ssl
+import sys
 import time
 from typing import Any
 
@@ -33,9 +37,11 @@ class Client(QuicConnectionProtocol):
         self.h3 = H3Connection(self._quic)
         self.waiting: dict[int, tuple[asyncio.Future[int], float]] = {}
         self.status: dict[int, int] = {}
+        self.terminated: ConnectionTerminated | None = None
 
     def quic_event_received(self, event: Any) -> None:
         if isinstance(event, ConnectionTerminated):
+            self.terminated = event
             for future, _ in self.waiting.values():
                 if not future.done():
                     future.set_result(0)
@@ -103,6 +109,11 @@ async def connection(
         await asyncio.gather(
             *(worker(client, authority, deadline, latencies, counts) for _ in range(args.streams))
         )
+        if client.terminated is not None:
+            closed = client.terminated
+            print(
+                f"connection closed: {closed.error_code:#x} {closed.reason_phrase}", file=sys.stderr
+            )
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -111,10 +122,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     deadline = started + args.duration
     cpu = os.times()
-    await asyncio.gather(
+    outcomes = await asyncio.gather(
         *(connection(args, deadline, latencies, counts) for _ in range(args.connections)),
         return_exceptions=True,
     )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            print(f"connection failed: {outcome!r}", file=sys.stderr)
     elapsed = time.monotonic() - started
     used = os.times()
     ordered = sorted(latencies)
