@@ -498,3 +498,25 @@ def test_an_upload_waits_for_an_app_that_does_not_read(pki: tuple[Path, Path]) -
     # the HEADERS/DATA frame headers), not the megabyte the client had ready.
     assert sent_while_asleep <= 64 * 1024 + 1024
     assert bytes(response.body).decode() == f"{len(body)} {hashlib.sha256(body).hexdigest()}"
+
+
+def test_http3_through_a_worker_crash_and_its_replacement(pki: tuple[Path, Path]) -> None:
+    import os
+
+    with h3_server(pki, "--workers", "2") as (proc, port):
+        proc.wait_for_log("Application startup complete", count=2)
+        before = asyncio.run(_fresh_connections(port, pki[1], 20))
+        pids = {int(o[1]) for o in before if isinstance(o, tuple)}
+        assert len(pids) == 2
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        proc.wait_for_log("Replacing it in")
+        # While one worker is gone, new connections go to the other one only.
+        during = asyncio.run(_fresh_connections(port, pki[1], 20))
+        proc.wait_for_log("Application startup complete", count=3)
+        after = asyncio.run(_fresh_connections(port, pki[1], 40))
+    for outcomes in (before, during, after):
+        statuses = {o[0] if isinstance(o, tuple) else o for o in outcomes}
+        assert statuses == {200}, outcomes
+    assert victim not in {int(o[1]) for o in during}
+    assert len({int(o[1]) for o in after}) == 2  # the replacement takes new connections
