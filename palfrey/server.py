@@ -89,6 +89,8 @@ class Server:
         self.quic_addresses: list[Any] = []
         self.quic_slot = 0
         self.quic_marker = 0
+        #: Derives stateless reset tokens: the supervisor's, shared by its workers.
+        self.quic_reset_key = os.urandom(32)
         self._quic: list[asyncio.DatagramTransport] = []
         # Process model (palfrey.workers): readiness turns false from the start of
         # shutdown; `drain_delay_on_stop` is cleared for rolling restarts; the live TLS
@@ -187,7 +189,13 @@ class Server:
 
     async def _start_quic(self, ctx: ConnectionContext, sockets: list[socket.socket]) -> None:
         """Serve HTTP/3 on the UDP sockets (palfrey.protocols.http3_aioquic)."""
-        make = realize.quic_endpoints(self.plan, ctx, slot=self.quic_slot, marker=self.quic_marker)
+        make = realize.quic_endpoints(
+            self.plan,
+            ctx,
+            slot=self.quic_slot,
+            marker=self.quic_marker,
+            reset_key=self.quic_reset_key,
+        )
         loop = asyncio.get_running_loop()
         state = self.state
 

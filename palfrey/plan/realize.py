@@ -136,11 +136,12 @@ def ssl_contexts(plan: Plan) -> dict[ListenerPlan, ssl.SSLContext | None]:
 
 
 def quic_endpoints(
-    plan: Plan, ctx: ConnectionContext, *, slot: int = 0, marker: int = 0
+    plan: Plan, ctx: ConnectionContext, *, slot: int = 0, marker: int = 0, reset_key: bytes = b""
 ) -> Callable[[tuple[str, int], Callable[[], bool]], QuicEndpoint]:
     """A factory of the DatagramProtocol serving HTTP/3 on one UDP socket (given the
     socket's address and whether new connections are accepted), with the QUIC TLS
-    configuration built once. `slot` and `marker` go into the connection IDs (workers).
+    configuration built once. `slot` and `marker` go into the connection IDs (workers);
+    `reset_key` derives their stateless reset tokens.
     Raises TLSConfigError."""
     from palfrey.plan.tls import create_quic_configuration
     from palfrey.protocols.http3_aioquic import endpoint
@@ -150,7 +151,7 @@ def quic_endpoints(
     assert settings is not None
     assert plan.tls is not None
     configuration = create_quic_configuration(plan.tls, settings)
-    steering = Steering(slot, marker)
+    steering = Steering(slot, marker, reset_key)
 
     def make(server: tuple[str, int], accepting: Callable[[], bool]) -> QuicEndpoint:
         return endpoint(

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aioquic._buffer import Buffer
@@ -69,10 +71,16 @@ class Steering:
     slot, the next two the slot XOR each byte of the 16-bit `marker`, so the supervisor's
     BPF program tells this server's IDs from the random ones clients choose for their
     first packets (a random ID passes for one of ours once in 65536). Five random bytes
-    follow (RFC 9000 §5.1: IDs must not be linkable)."""
+    follow (RFC 9000 §5.1: IDs must not be linkable).
+
+    Each ID's stateless reset token is derived from it with `reset_key` (RFC 9000
+    §10.3.2), a secret every worker of a supervisor run shares: the worker that takes a
+    dead one's slot can end that worker's connections with a Stateless Reset instead of
+    leaving their clients to time out."""
 
     slot: int = 0
     marker: int = 0
+    reset_key: bytes = field(default=b"", repr=False)
 
     def prefix(self) -> bytes:
         slot = self.slot
@@ -80,6 +88,23 @@ class Steering:
 
     def new_cid(self) -> bytes:
         return self.prefix() + os.urandom(CID_LENGTH - 3)
+
+    def token(self, cid: bytes) -> bytes:
+        """The stateless reset token of one of our connection IDs."""
+        if not self.reset_key:
+            return os.urandom(16)
+        return hmac.new(self.reset_key, cid, hashlib.sha256).digest()[:16]
+
+    def stateless_reset(self, dcid: bytes, size: int) -> bytes | None:
+        """A Stateless Reset (RFC 9000 §10.3) for a short-header packet of `size` bytes to
+        an ID of ours this process does not know, or None. Smaller than what it answers
+        (§10.3.3: two servers cannot bounce resets forever) and at least 21 bytes."""
+        if not self.reset_key or dcid[:3] != self.prefix() or size <= 21:
+            return None
+        length = min(size - 1, 41)
+        random = bytearray(os.urandom(length - 16))
+        random[0] = 0x40 | (random[0] & 0x3F)  # a short header's form and fixed bits
+        return bytes(random) + self.token(dcid)
 
 
 class TicketStore:
@@ -124,6 +149,7 @@ class ServerQuic(QuicConnection):
         cid = steering.new_cid()
         first = self._host_cids[0]
         first.cid = cid
+        first.stateless_reset_token = steering.token(cid)
         self.host_cid = self._local_initial_source_connection_id = cid
         # RFC 9000 §4.6: the concurrency limit on request streams; aioquic grants one more
         # as each one ends. Sent in the transport parameters of the handshake.
@@ -138,11 +164,12 @@ class ServerQuic(QuicConnection):
     def _replenish_connection_ids(self) -> None:
         # aioquic's own, with IDs that carry this process's slot.
         while len(self._host_cids) < min(8, self._remote_active_connection_id_limit):
+            cid = self.steering.new_cid()
             self._host_cids.append(
                 QuicConnectionId(
-                    cid=self.steering.new_cid(),
+                    cid=cid,
                     sequence_number=self._host_cid_seq,
-                    stateless_reset_token=os.urandom(16),
+                    stateless_reset_token=self.steering.token(cid),
                 )
             )
             self._host_cid_seq += 1
@@ -389,6 +416,13 @@ class QuicEndpoint(asyncio.DatagramProtocol):
                     ),
                     addr,
                 )
+            return
+        if version is None:
+            # A short-header packet of a connection this process does not hold: one of a
+            # worker that died in this slot, or of before a restart (RFC 9000 §10.3).
+            reset = self.steering.stateless_reset(header.destination_cid, len(data))
+            if reset is not None:
+                self.sendto(reset, addr)
             return
         # RFC 9000 §14.1: a client's first datagram is at least 1200 bytes, which bounds
         # the amplification an address spoofer gets from us.

@@ -131,6 +131,7 @@ class Supervisor:
         self.slots: dict[int, WorkerHandle] = {}
         self.accepting: set[int] = set()
         self.marker = secrets.randbelow(1 << 16)
+        self.reset_key = secrets.token_bytes(32)
 
     # -- entry point ----------------------------------------------------------------
 
@@ -250,6 +251,7 @@ class Supervisor:
             quic=self.listeners.quic_sockets(slot),
             slot=slot,
             marker=self.marker,
+            reset_key=self.reset_key,
         )
         process = self._context.Process(
             target=worker_main, args=(args,), name=f"palfrey-worker-{self._numbers}"

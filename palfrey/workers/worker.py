@@ -38,6 +38,7 @@ class WorkerArgs:
     quic: list[socket.socket]
     slot: int
     marker: int
+    reset_key: bytes
 
 
 def worker_main(args: WorkerArgs) -> None:
@@ -99,6 +100,7 @@ async def _serve(server: Any, args: WorkerArgs) -> None:
 
     loop.add_reader(conn.fileno(), on_message)
     server.quic_slot, server.quic_marker = args.slot, args.marker
+    server.quic_reset_key = args.reset_key
     serving = asyncio.ensure_future(server.serve(args.sockets, args.quic))
     started = asyncio.ensure_future(server.started.wait())
     await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)

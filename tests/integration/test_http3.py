@@ -520,3 +520,40 @@ def test_http3_through_a_worker_crash_and_its_replacement(pki: tuple[Path, Path]
         assert statuses == {200}, outcomes
     assert victim not in {int(o[1]) for o in during}
     assert len({int(o[1]) for o in after}) == 2  # the replacement takes new connections
+
+
+def test_a_dead_workers_connections_get_a_stateless_reset(pki: tuple[Path, Path]) -> None:
+    """RFC 9000 §10.3: the worker that takes a dead worker's slot answers that worker's
+    connections with a Stateless Reset carrying the token the dead one advertised (the
+    workers of a supervisor derive tokens from one key), so clients stop at once."""
+    import os
+    import socket
+
+    async def main(proc: PalfreyProcess, port: int) -> tuple[bytes, bytes]:
+        async with h3_connect(port, str(pki[1])) as client:
+            response = await client.request("GET", "/whoami")
+            pid = int(bytes(response.body).split()[-1])
+            cid = client._quic._peer_cid.cid
+            token = client._quic._peer_cid.stateless_reset_token
+            os.kill(pid, signal.SIGKILL)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                None, lambda: proc.wait_for_log("Application startup complete", count=3)
+            )
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            probe.settimeout(5)
+            try:
+                # A short-header packet of the dead worker's connection (its payload is
+                # noise: nobody holds the keys any more).
+                probe.sendto(b"\x41" + cid + os.urandom(60), ("127.0.0.1", port))
+                answer, _ = probe.recvfrom(2048)
+            finally:
+                probe.close()
+            return answer, token
+
+    with h3_server(pki, "--workers", "2") as (proc, port):
+        proc.wait_for_log("Application startup complete", count=2)
+        answer, token = asyncio.run(main(proc, port))
+    assert answer[0] & 0xC0 == 0x40  # looks like a short-header packet
+    assert 21 <= len(answer) < 69  # smaller than what it answers (§10.3.3)
+    assert answer[-16:] == token
