@@ -3,9 +3,9 @@
 `H3Session` is one QUIC connection (palfrey.transports.quic_aioquic feeds it datagrams)
 with aioquic's H3Connection on top; each request stream is an `H3Stream`, the
 `HTTPChannel` its `HTTPCycle` writes to, exactly as an HTTP/2 stream is. Requests are
-checked with the rules HTTP/2 uses (palfrey.protocols.http2_fields; RFC 9114 §4.2-4.3), and a
-malformed one is a stream error H3_MESSAGE_ERROR (§4.1.2), not the connection error
-aioquic would make it.
+checked with the rules HTTP/2 uses (palfrey.protocols.http2_fields; RFC 9114 §4.2-4.3),
+and a malformed one is a stream error H3_MESSAGE_ERROR (§4.1.2), not the connection
+error aioquic would make it; responses are built by palfrey.protocols.http3_fields.
 
 Flow control (RFC 9000 §4). Inbound: a stream's credit is returned as the app consumes
 its body (ServerQuic._write_stream_limits), so a slow app slows its client. Outbound:
@@ -13,11 +13,11 @@ aioquic buffers what a stream writes until the client acknowledges it; past
 `_HIGH_WATER` unacknowledged bytes the app's `send` waits (`write_paused`) until
 acknowledgements bring it under `_LOW_WATER`.
 
-Shutdown (§5.2): GOAWAY names the first request stream that will not be processed; the
-streams in flight finish, then the connection closes with H3_NO_ERROR.
+Shutdown (§5.2): a first GOAWAY stops new requests, a second names the first stream not
+processed; the streams in flight finish, then the connection closes with H3_NO_ERROR once
+the client has acknowledged the last responses.
 
-WebSocket over HTTP/3 (RFC 9220): an extended CONNECT with `:protocol: websocket`, when
-WebSockets are on, carries the shared WebSocket endpoint in DATA frames, as over HTTP/2.
+WebSocket over HTTP/3 (RFC 9220): palfrey.protocols.http3_websocket.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from aioquic.quic import events
 from palfrey.asgi.http_cycle import HTTPCycle
 from palfrey.protocols.context import http_scope
 from palfrey.protocols.http2_fields import Request, parse_request, plain_fields
+from palfrey.protocols.http3_fields import plain_response, response_fields
 from palfrey.transports.quic_aioquic import (
     QuicEndpoint,
     QuicSession,
@@ -50,9 +51,10 @@ from palfrey.transports.quic_aioquic import (
 if TYPE_CHECKING:
     from aioquic.quic.configuration import QuicConfiguration
 
-    from palfrey.asgi.types import Receive, Scope, Send
+    from palfrey.asgi.types import Scope
     from palfrey.protocols.context import ConnectionContext
-    from palfrey.protocols.settings import HTTP3Settings, WebSocketSettings
+    from palfrey.protocols.http3_websocket import H3WebSocket
+    from palfrey.protocols.settings import HTTP3Settings
 
 __all__ = ["H3Session", "H3Stream", "endpoint"]
 
@@ -135,15 +137,6 @@ class _Budget:
         return self.tokens >= 0
 
 
-def _plain(status: int, text: bytes) -> Callable[[Scope, Receive, Send], Any]:
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [(b"content-type", b"text/plain; charset=utf-8")]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": text})
-
-    return app
-
-
 class H3Stream:
     """One request stream: the HTTPChannel its HTTPCycle writes to."""
 
@@ -170,7 +163,7 @@ class H3Stream:
         self.ended = False  # our FIN is written
         self.remote_ended = False  # the client's FIN has arrived
         self.body_allowed = True
-        self.ws: _H3WebSocket | None = None
+        self.ws: H3WebSocket | None = None
         self._fields: list[tuple[bytes, bytes]] = []  # trailer fields so far
         self._drain: asyncio.Future[None] | None = None
 
@@ -408,20 +401,22 @@ class H3Session(QuicSession):
         stream.remote_ended = ended
         scope = self._scope(request)
         if request.protocol is not None:
-            self._websocket(stream, scope, request)
+            from palfrey.protocols.http3_websocket import start_websocket
+
+            start_websocket(self, stream, scope, request)
             return
         app = ctx.app
         length = request.content_length
         limit = ctx.limits.max_body_size
         size = sum(len(n) + len(v) + _FIELD_OVERHEAD for n, v in request.headers)
         if size > self.settings.max_field_section_size:
-            app = _plain(431, b"Request header fields too large")  # RFC 6585 §5
+            app = plain_response(431, b"Request header fields too large")  # RFC 6585 §5
         elif request.method == b"CONNECT":
-            app = _plain(405, b"CONNECT is not supported")  # RFC 9110 §9.3.6
+            app = plain_response(405, b"CONNECT is not supported")  # RFC 9110 §9.3.6
         elif limit is not None and length is not None and length > limit:
-            app = _plain(413, b"Request body too large")
+            app = plain_response(413, b"Request body too large")
         elif ctx.concurrency is not None and len(ctx.state.cycles) >= ctx.concurrency:
-            app = _plain(503, b"Service Unavailable")
+            app = plain_response(503, b"Service Unavailable")
         expect = not ended and any(
             n == b"expect" and v.lower() == b"100-continue" for n, v in request.headers
         )
@@ -596,31 +591,6 @@ class H3Session(QuicSession):
             "cipher_suite": None if suite is None else int(suite),
         }
 
-    def _websocket(self, stream: H3Stream, scope: Scope, request: Request) -> None:
-        """RFC 9220: an extended CONNECT with `:protocol: websocket` (RFC 8441 §4)."""
-        settings = self.ctx.websocket
-        version = next((v for n, v in request.headers if n == b"sec-websocket-version"), None)
-        problem = None
-        if settings is None or not settings.engine or request.protocol != b"websocket":
-            problem = _plain(501, b"Unsupported :protocol")
-        elif version != b"13":
-            problem = _plain(400, b"Unsupported Sec-WebSocket-Version")  # RFC 6455 §4.2.1
-        if problem is not None:
-            cycle = stream.cycle = HTTPCycle(scope, stream, self.ctx, not stream.remote_ended)
-            cycle.start(problem, self.loop)
-            return
-        assert settings is not None
-        from palfrey.protocols.websocket_endpoint import scope_extensions
-
-        scope["type"] = "websocket"
-        scope["scheme"] = "wss"
-        scope["subprotocols"] = _subprotocols(request.headers)
-        scope["extensions"] = scope_extensions(self.extensions)
-        del scope["method"]
-        offers = [v for n, v in request.headers if n == b"sec-websocket-extensions"]
-        endpoint = stream.ws = _H3WebSocket(self.ctx, settings, stream)
-        endpoint.start(scope, offers)
-
     # -- shutdown --------------------------------------------------------------------------
 
     def shutdown(self) -> None:
@@ -668,138 +638,6 @@ class H3Session(QuicSession):
             stream.close()
         self.streams.clear()
         self.paused.clear()
-
-
-def _websocket_endpoint() -> type:
-    from palfrey.protocols.websocket_endpoint import WebSocketEndpoint
-
-    return WebSocketEndpoint
-
-
-if TYPE_CHECKING:
-    from palfrey.protocols.websocket_endpoint import WebSocketEndpoint as _Endpoint
-else:
-    try:
-        _Endpoint = _websocket_endpoint()
-    except ImportError:  # pragma: no cover - WebSockets not available
-        _Endpoint = object
-
-
-class _H3WebSocket(_Endpoint):  # type: ignore[misc,valid-type,unused-ignore]
-    """A WebSocket over one HTTP/3 stream (RFC 9220): the shared endpoint, with frames in
-    DATA frames, the handshake answered with HEADERS 200, FIN for a TCP FIN and a stream
-    reset for an abort. Reading pauses by withholding stream credit."""
-
-    def __init__(self, ctx: ConnectionContext, settings: WebSocketSettings, stream: H3Stream):
-        super().__init__(ctx, settings)
-        self.stream = stream
-        self.read_paused = False
-
-    @property  # type: ignore[override,unused-ignore]
-    def write_paused(self) -> bool:
-        return self.stream.write_paused
-
-    @write_paused.setter
-    def write_paused(self, value: bool) -> None:
-        pass  # the stream's acknowledgements decide
-
-    async def drain(self) -> None:
-        await self.stream.drain()
-
-    def remote_end(self) -> None:
-        if self.phase != 3:  # the peer left without a closing handshake
-            self.lost()
-
-    def _write(self, data: bytes) -> None:
-        self.stream.send_raw(data, False)
-
-    def _write_accept(
-        self, subprotocol: str | None, headers: list[tuple[bytes, bytes]], extension: bytes | None
-    ) -> None:
-        fields = list(headers)
-        if subprotocol is not None:
-            fields.append((b"sec-websocket-protocol", subprotocol.encode()))
-        if extension is not None:
-            fields.append((b"sec-websocket-extensions", extension))
-        stream = self.stream
-        session = stream.session
-        if not stream.closed:
-            session.h3.send_headers(
-                stream.stream_id, response_fields(session.ctx.defaults, 200, fields)
-            )
-            session.want_flush()
-
-    def _write_response(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        stream = self.stream
-        session = stream.session
-        if stream.closed:
-            return
-        fields = response_fields(session.ctx.defaults, status, headers)
-        session.h3.send_headers(stream.stream_id, fields)
-        stream.send_raw(body, True)
-
-    def _end(self) -> None:
-        self.stream.send_raw(b"", True)
-
-    def _abort(self) -> None:
-        stream = self.stream
-        stream.session.reset(stream, ErrorCode.H3_REQUEST_CANCELLED)
-
-    def _pause(self) -> None:
-        self.read_paused = True  # no stream credit until the session reads again
-
-    def _resume(self) -> None:
-        self.read_paused = False
-        self.stream.session.want_flush()
-
-    def _forget(self) -> None:
-        stream = self.stream
-        stream.session.streams.pop(stream.stream_id, None)
-        stream.session.stream_finished(stream)
-
-
-_STATUS: dict[int, bytes] = {}
-_DEFAULT_FIELDS: dict[int, tuple[bytes, list[tuple[bytes, bytes]]]] = {}
-
-
-def response_fields(defaults: Any, status: int, headers: Any) -> list[tuple[bytes, bytes]]:
-    """A response header section: `:status`, the app's fields lower-cased and checked
-    without connection-specific ones (RFC 9114 §4.2), then the server's defaults
-    (`DefaultHeaders`) the app did not set."""
-    if not 200 <= status <= 999:
-        raise RuntimeError(f"invalid final response status {status!r}")  # as on HTTP/1.1
-    code = _STATUS.get(status)
-    if code is None:
-        code = _STATUS[status] = str(status).encode()
-    fields = [(b":status", code), *plain_fields(headers)]
-    names = defaults.names
-    seen = {name for name, _ in fields if name in names}
-    return fields + _default_fields(defaults, seen)
-
-
-def _default_fields(defaults: Any, seen: set[bytes]) -> list[tuple[bytes, bytes]]:
-    """The default fields (Server, Date, configured ones, Alt-Svc on TCP), parsed from the
-    HTTP/1.1 block, which changes at most once a second."""
-    block = defaults.block()
-    cached = _DEFAULT_FIELDS.get(id(defaults))
-    if cached is None or cached[0] is not block:
-        pairs = []
-        for line in block.split(b"\r\n"):
-            if line:
-                name, _, value = line.partition(b": ")
-                pairs.append((name, value))
-        cached = _DEFAULT_FIELDS[id(defaults)] = (block, pairs)
-    if not seen:
-        return cached[1]
-    return [(n, v) for n, v in cached[1] if n not in seen]
-
-
-def _subprotocols(headers: list[tuple[bytes, bytes]]) -> list[str]:
-    found: list[str] = []
-    for name, value in headers:
-        if name == b"sec-websocket-protocol":
-            found.extend(p.strip() for p in value.decode("latin-1").split(",") if p.strip())
-    return found
 
 
 def endpoint(
