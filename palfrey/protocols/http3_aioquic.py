@@ -385,6 +385,8 @@ class H3Session(QuicSession):
             if event.stream_ended:
                 self._remote_end(stream)
             return
+        if sid <= self._highest:
+            return  # trailers of a request whose response is already complete
         if self._goaway is not None and sid >= self._goaway:
             self._refuse(sid, ErrorCode.H3_REQUEST_REJECTED)  # §5.2
             return
