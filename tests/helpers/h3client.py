@@ -20,7 +20,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
+from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamReset
 
 TIMEOUT = 10.0
 
@@ -48,9 +48,11 @@ class H3Client(QuicConnectionProtocol):
         self.h3 = H3Connection(self._quic)
         self.responses: dict[int, H3Response] = {}
         self.terminated: ConnectionTerminated | None = None
-        self.goaway = False
+        self.handshake: HandshakeCompleted | None = None
 
     def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, HandshakeCompleted):
+            self.handshake = event
         if isinstance(event, ConnectionTerminated):
             self.terminated = event
             for response in self.responses.values():

@@ -557,3 +557,50 @@ def test_a_dead_workers_connections_get_a_stateless_reset(pki: tuple[Path, Path]
     assert answer[0] & 0xC0 == 0x40  # looks like a short-header packet
     assert 21 <= len(answer) < 69  # smaller than what it answers (§10.3.3)
     assert answer[-16:] == token
+
+
+async def _resume(port: int, cafile: Path) -> tuple[int, bool | None, int]:
+    """Connect, collect session tickets, then reconnect with one and send a request as
+    0-RTT: (tickets issued, whether the server accepted the early data, its status)."""
+    from aioquic.asyncio.client import connect
+
+    from tests.helpers.h3client import client_configuration
+
+    tickets: list[Any] = []
+    first = client_configuration(str(cafile))
+    async with connect(
+        "127.0.0.1",
+        port,
+        configuration=first,
+        create_protocol=H3Client,
+        session_ticket_handler=tickets.append,
+    ) as client:
+        await client.request("GET", "/first")
+        await asyncio.sleep(0.2)  # NewSessionTicket follows the handshake
+    if not tickets:
+        return 0, None, 0
+    again = client_configuration(str(cafile))
+    again.session_ticket = tickets[-1]
+    async with connect(
+        "127.0.0.1", port, configuration=again, create_protocol=H3Client, wait_connected=False
+    ) as client:
+        sid = client.start("GET", "/early")  # in the client's first flight: 0-RTT
+        response = client.responses[sid]
+        await asyncio.wait_for(response.done.wait(), 10)
+        handshake = client.handshake
+        return (
+            len(tickets),
+            None if handshake is None else handshake.early_data_accepted,
+            response.status,
+        )
+
+
+def test_zero_rtt_is_off_by_default_and_works_when_enabled(pki: tuple[Path, Path]) -> None:
+    with h3_server(pki) as (_, port):
+        tickets, accepted, _ = asyncio.run(_resume(port, pki[1]))
+    assert (tickets, accepted) == (0, None)  # no session tickets: no resumption, no 0-RTT
+    with h3_server(pki, "--http3-early-data") as (_, port):
+        tickets, accepted, status = asyncio.run(_resume(port, pki[1]))
+    assert tickets >= 1
+    assert accepted is True
+    assert status == 200
