@@ -604,3 +604,23 @@ def test_zero_rtt_is_off_by_default_and_works_when_enabled(pki: tuple[Path, Path
     assert tickets >= 1
     assert accepted is True
     assert status == 200
+
+
+def test_address_validation_with_retry_and_two_workers(pki: tuple[Path, Path]) -> None:
+    """http3.retry: every new client proves its address with a Retry token first (RFC 9000
+    §8.1.2); the Retry's connection ID carries the worker's slot, so the retried Initial
+    returns to the worker that can check the token."""
+    with h3_server(pki, "--http3-retry", "--workers", "2") as (proc, port):
+        proc.wait_for_log("Application startup complete", count=2)
+
+        async def main() -> tuple[collections.Counter[object], bytes | None]:
+            async with h3_connect(port, str(pki[1])) as client:
+                token = client._quic._peer_token  # the token of the Retry it was sent
+                await client.request("GET", "/")
+            return await _fresh_connections(port, pki[1], 40), token
+
+        outcomes, token = asyncio.run(main())
+    assert token  # the handshake went through a Retry
+    statuses = {o[0] if isinstance(o, tuple) else o for o in outcomes}
+    assert statuses == {200}, outcomes
+    assert len({o[1] for o in outcomes}) == 2
