@@ -513,7 +513,7 @@ def test_http3_through_a_worker_crash_and_its_replacement(pki: tuple[Path, Path]
         proc.wait_for_log("Replacing it in")
         # While one worker is gone, new connections go to the other one only.
         during = asyncio.run(_fresh_connections(port, pki[1], 20))
-        proc.wait_for_log("Application startup complete", count=3)
+        proc.wait_for_log("Application startup complete", count=3, timeout=60)
         after = asyncio.run(_fresh_connections(port, pki[1], 40))
     for outcomes in (before, during, after):
         statuses = {o[0] if isinstance(o, tuple) else o for o in outcomes}
@@ -538,7 +538,7 @@ def test_a_dead_workers_connections_get_a_stateless_reset(pki: tuple[Path, Path]
             os.kill(pid, signal.SIGKILL)
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(
-                None, lambda: proc.wait_for_log("Application startup complete", count=3)
+                None, lambda: proc.wait_for_log("Application startup complete", count=3, timeout=60)
             )
             probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             probe.settimeout(5)
