@@ -624,3 +624,14 @@ def test_address_validation_with_retry_and_two_workers(pki: tuple[Path, Path]) -
     statuses = {o[0] if isinstance(o, tuple) else o for o in outcomes}
     assert statuses == {200}, outcomes
     assert len({o[1] for o in outcomes}) == 2
+
+
+def test_alt_svc_on_http2_responses_too(pki: tuple[Path, Path]) -> None:
+    import ssl
+
+    with h3_server(pki, "--http2") as (proc, port):  # --http h3 and --http2: both
+        context = ssl.create_default_context(cafile=str(pki[1]))
+        with httpx.Client(http2=True, verify=context) as client:
+            reply = client.get(f"https://127.0.0.1:{proc.wait_for_port()}/")
+    assert reply.http_version == "HTTP/2"
+    assert reply.headers["alt-svc"] == f'h3=":{port}"; ma=86400'
