@@ -339,6 +339,7 @@ class Supervisor:
             loop.remove_reader(worker.conn.fileno())
         worker.process.join(1.0)  # the sentinel closes a moment before the zombie is reapable
         code = worker.process.exitcode
+        self._read_last_words(worker)
         worker.conn.close()
         self._accepts(worker, False)
         if self.slots.get(worker.slot) is worker:
@@ -347,7 +348,7 @@ class Supervisor:
             self.workers.remove(worker)
         was_ready = worker.state != "starting"
         if not worker.ready.done():
-            worker.ready.set_result(False)
+            worker.ready.set_result(was_ready)
         if not worker.exited.done():
             worker.exited.set_result(code if code is not None else -1)
         self._close_retired()
@@ -359,6 +360,19 @@ class Supervisor:
             logger.error("New worker [%d] failed to start (%s)", worker.pid, describe_exit(code))
             return
         self._crashed(worker, code)
+
+    def _read_last_words(self, worker: WorkerHandle) -> None:
+        """A Ready the worker sent just before it died may still be in the pipe: the exit
+        and the message can be seen in the same loop turn, exit first. Read it, so a worker
+        that served and then crashed is replaced as a crash, not taken for one that never
+        started (which, during the first boot, stops the whole server)."""
+        try:
+            while worker.conn.poll():
+                message = worker.conn.recv()
+                if isinstance(message, Ready) and worker.state == "starting":
+                    worker.state = "ready"
+        except (EOFError, OSError):
+            pass
 
     def _crashed(self, worker: WorkerHandle, code: int | None) -> None:
         what = "died" if worker.state != "starting" else "failed to start"
