@@ -78,6 +78,35 @@ def h3_server(
         yield proc, port
 
 
+@contextlib.contextmanager
+def supervisor_ready(tmp_path: Path) -> Iterator[tuple[dict[str, str], Any]]:
+    """NOTIFY_SOCKET for a supervised server and a wait for its READY=1 (sd_notify(3)),
+    sent once every first worker has reported ready: killing a worker before then is a
+    failed start, which stops the server."""
+    import socket
+    import time
+
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+
+    def wait(timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                if b"READY=1" in sock.recv(4096):
+                    return
+            except TimeoutError:
+                break
+        raise AssertionError("the supervisor did not report READY=1")
+
+    try:
+        yield {"NOTIFY_SOCKET": str(path)}, wait
+    finally:
+        sock.close()
+
+
 async def _get(port: int, cafile: Path, path: str = "/") -> Any:
     async with h3_connect(port, str(cafile)) as client:
         return await client.request("GET", path)
@@ -232,9 +261,17 @@ async def _fresh_connections(
     return outcomes
 
 
-def test_two_workers_serve_two_hundred_fresh_connections(pki: tuple[Path, Path]) -> None:
-    with h3_server(pki, "--workers", "2") as (proc, port):
-        proc.wait_for_log("Application startup complete", count=2)
+def test_two_workers_serve_two_hundred_fresh_connections(
+    pki: tuple[Path, Path], tmp_path: Path
+) -> None:
+    with (
+        supervisor_ready(tmp_path) as (env, ready),
+        h3_server(pki, "--workers", "2", env=env) as (
+            _,
+            port,
+        ),
+    ):
+        ready()  # both workers take new connections from here on
         outcomes = asyncio.run(_fresh_connections(port, pki[1], 200))
     statuses = collections.Counter(o[0] if isinstance(o, tuple) else o for o in outcomes.elements())
     assert statuses == {200: 200}, outcomes
@@ -242,7 +279,7 @@ def test_two_workers_serve_two_hundred_fresh_connections(pki: tuple[Path, Path])
     assert len(workers) == 2  # both workers took connections
 
 
-def test_http3_through_a_sighup_rollover(pki: tuple[Path, Path]) -> None:
+def test_http3_through_a_sighup_rollover(pki: tuple[Path, Path], tmp_path: Path) -> None:
     async def main(proc: PalfreyProcess, port: int) -> collections.Counter[object]:
         loop = asyncio.get_running_loop()
         # The reload starts while connections are being made, and they go on until it
@@ -255,8 +292,14 @@ def test_http3_through_a_sighup_rollover(pki: tuple[Path, Path]) -> None:
         outcomes.update(await _fresh_connections(port, pki[1], 10))
         return outcomes
 
-    with h3_server(pki, "--workers", "2") as (proc, port):
-        proc.wait_for_log("Application startup complete", count=2)
+    with (
+        supervisor_ready(tmp_path) as (env, ready),
+        h3_server(pki, "--workers", "2", env=env) as (
+            proc,
+            port,
+        ),
+    ):
+        ready()
         outcomes = asyncio.run(main(proc, port))
         assert proc.count("Reload complete") == 1
     statuses = collections.Counter(o[0] if isinstance(o, tuple) else o for o in outcomes.elements())
@@ -500,11 +543,19 @@ def test_an_upload_waits_for_an_app_that_does_not_read(pki: tuple[Path, Path]) -
     assert bytes(response.body).decode() == f"{len(body)} {hashlib.sha256(body).hexdigest()}"
 
 
-def test_http3_through_a_worker_crash_and_its_replacement(pki: tuple[Path, Path]) -> None:
+def test_http3_through_a_worker_crash_and_its_replacement(
+    pki: tuple[Path, Path], tmp_path: Path
+) -> None:
     import os
 
-    with h3_server(pki, "--workers", "2") as (proc, port):
-        proc.wait_for_log("Application startup complete", count=2)
+    with (
+        supervisor_ready(tmp_path) as (env, ready),
+        h3_server(pki, "--workers", "2", env=env) as (
+            proc,
+            port,
+        ),
+    ):
+        ready()
         before = asyncio.run(_fresh_connections(port, pki[1], 20))
         pids = {int(o[1]) for o in before if isinstance(o, tuple)}
         assert len(pids) == 2
@@ -522,7 +573,9 @@ def test_http3_through_a_worker_crash_and_its_replacement(pki: tuple[Path, Path]
     assert len({int(o[1]) for o in after}) == 2  # the replacement takes new connections
 
 
-def test_a_dead_workers_connections_get_a_stateless_reset(pki: tuple[Path, Path]) -> None:
+def test_a_dead_workers_connections_get_a_stateless_reset(
+    pki: tuple[Path, Path], tmp_path: Path
+) -> None:
     """RFC 9000 §10.3: the worker that takes a dead worker's slot answers that worker's
     connections with a Stateless Reset carrying the token the dead one advertised (the
     workers of a supervisor derive tokens from one key), so clients stop at once."""
@@ -551,8 +604,14 @@ def test_a_dead_workers_connections_get_a_stateless_reset(pki: tuple[Path, Path]
                 probe.close()
             return answer, token
 
-    with h3_server(pki, "--workers", "2") as (proc, port):
-        proc.wait_for_log("Application startup complete", count=2)
+    with (
+        supervisor_ready(tmp_path) as (env, ready),
+        h3_server(pki, "--workers", "2", env=env) as (
+            proc,
+            port,
+        ),
+    ):
+        ready()
         answer, token = asyncio.run(main(proc, port))
     assert answer[0] & 0xC0 == 0x40  # looks like a short-header packet
     assert 21 <= len(answer) < 69  # smaller than what it answers (§10.3.3)
@@ -606,12 +665,17 @@ def test_zero_rtt_is_off_by_default_and_works_when_enabled(pki: tuple[Path, Path
     assert status == 200
 
 
-def test_address_validation_with_retry_and_two_workers(pki: tuple[Path, Path]) -> None:
+def test_address_validation_with_retry_and_two_workers(
+    pki: tuple[Path, Path], tmp_path: Path
+) -> None:
     """http3.retry: every new client proves its address with a Retry token first (RFC 9000
     §8.1.2); the Retry's connection ID carries the worker's slot, so the retried Initial
     returns to the worker that can check the token."""
-    with h3_server(pki, "--http3-retry", "--workers", "2") as (proc, port):
-        proc.wait_for_log("Application startup complete", count=2)
+    with (
+        supervisor_ready(tmp_path) as (env, ready),
+        h3_server(pki, "--http3-retry", "--workers", "2", env=env) as (_, port),
+    ):
+        ready()
 
         async def main() -> tuple[collections.Counter[object], bytes | None]:
             async with h3_connect(port, str(pki[1])) as client:
