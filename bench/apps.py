@@ -11,6 +11,8 @@ process serves every scenario of a run:
 ``GET /stream``
     ``stream``: 1 MiB sent as 16 chunks of 64 KiB using ``more_body``, without
     ``content-length`` (so HTTP/1.1 servers use chunked transfer encoding).
+WebSocket, any path
+    ``ws``: accepts and echoes every message back (text as text, bytes as bytes).
 
 The app is deliberately tiny (response headers and bodies are pre-built at
 import time) so that the numbers measure the server, not the application. Every
@@ -83,11 +85,27 @@ async def _stream(send: Send) -> None:
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+async def _websocket_echo(receive: Receive, send: Send) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    """Dispatch on path: ``/`` hello, ``/echo`` echo, ``/stream`` stream."""
+    """Dispatch on path: ``/`` hello, ``/echo`` echo, ``/stream`` stream; WebSocket echo."""
     if scope["type"] != "http":
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
+        elif scope["type"] == "websocket":
+            await _websocket_echo(receive, send)
         return
     path = scope["path"]
     method = scope["method"]

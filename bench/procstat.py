@@ -4,12 +4,16 @@ a process tree (server CPU per request is the figure that survives a busy machin
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -44,3 +48,28 @@ def cpu_seconds(pid: int) -> float:
             fields = stat[stat.rindex(")") + 2 :].split()
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory (VmRSS, KiB) summed over the process tree rooted at ``pid``."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                    break
+    return total
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` asking the kernel to SIGTERM the child when the harness dies, so a
+    killed benchmark leaves no server or load generator behind."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the harness died before prctl took effect
+            os._exit(1)
+
+    return preexec

@@ -31,6 +31,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -146,8 +147,19 @@ class EchoClient(asyncio.Protocol):
                 self.transport.write(self.frame)
 
 
+def client_tls(cafile: str | None) -> ssl.SSLContext | None:
+    """A client context trusting `cafile` (the harness's trustme CA), or None for plain."""
+    return None if cafile is None else ssl.create_default_context(cafile=cafile)
+
+
 async def client_main(
-    port: int, connections: int, size: int, compress: bool, seconds: float, server_pid: int = 0
+    port: int,
+    connections: int,
+    size: int,
+    compress: bool,
+    seconds: float,
+    server_pid: int = 0,
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     payload = message_payload(size)
@@ -158,7 +170,7 @@ async def client_main(
     for _ in range(connections):
         ready: asyncio.Future[None] = loop.create_future()
         transport, _protocol = await loop.create_connection(
-            lambda ready=ready: EchoClient(frame, counter, ready), HOST, port
+            lambda ready=ready: EchoClient(frame, counter, ready), HOST, port, ssl=tls
         )
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
@@ -203,7 +215,13 @@ def run_client(args: argparse.Namespace) -> None:
         runner = asyncio.run
     result = runner(
         client_main(
-            args.port, args.connections, args.size, args.compress, args.duration, args.server_pid
+            args.port,
+            args.connections,
+            args.size,
+            args.compress,
+            args.duration,
+            args.server_pid,
+            client_tls(args.cafile),
         )
     )
     print(json.dumps(result))
@@ -353,6 +371,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--compress", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
+    # --client over TLS (bench/tls.py): trust this CA and wrap every connection.
+    parser.add_argument("--cafile", help=argparse.SUPPRESS)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections-list", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 65536])

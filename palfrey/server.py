@@ -10,6 +10,7 @@ first; it reads nothing but the Plan.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import random
@@ -28,6 +29,7 @@ from palfrey.plan import realize, registry
 from palfrey.plan.plan import Plan
 from palfrey.protocols.context import ConnectionContext, ServerState
 from palfrey.protocols.http11_response import DefaultHeaders
+from palfrey.protocols.settings import HeaderSettings
 
 if TYPE_CHECKING:
     import ssl
@@ -83,6 +85,14 @@ class Server:
         self._exit: asyncio.Event | None = None
         self._servers: list[Closable] = []
         self._owned_sockets: list[socket.socket] = []
+        #: HTTP/3: the UDP addresses bound (one per QUIC listener of the plan), and the
+        #: worker slot and connection-ID marker (palfrey.workers.quic_steering).
+        self.quic_addresses: list[Any] = []
+        self.quic_slot = 0
+        self.quic_marker = 0
+        #: Derives stateless reset tokens: the supervisor's, shared by its workers.
+        self.quic_reset_key = os.urandom(32)
+        self._quic: list[asyncio.DatagramTransport] = []
         # Process model (palfrey.workers): readiness turns false from the start of
         # shutdown; `drain_delay_on_stop` is cleared for rolling restarts; the live TLS
         # contexts are kept so certificate renewals can be loaded into them in place.
@@ -110,12 +120,14 @@ class Server:
             return STARTUP_FAILURE
         return 0
 
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+    async def serve(
+        self, sockets: list[socket.socket] | None = None, quic: list[socket.socket] | None = None
+    ) -> None:
         """Start, serve until `shutdown()`, then stop gracefully. Raises StartupFailure."""
         self._exit = asyncio.Event()
         if self.should_exit:
             self._exit.set()
-        await self.startup(sockets)
+        await self.startup(sockets, quic)
         try:
             await self._exit.wait()
         finally:
@@ -135,9 +147,12 @@ class Server:
 
     # -- startup -------------------------------------------------------------------
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+    async def startup(
+        self, sockets: list[socket.socket] | None = None, quic: list[socket.socket] | None = None
+    ) -> None:
         """Load the app, run lifespan startup and start serving on `sockets` (one per
-        listener of the plan, in its order; bound here when None)."""
+        listener of the plan, in its order; bound here when None) and, for HTTP/3, on the
+        UDP sockets `quic` (one per QUIC listener of the plan; bound here when None)."""
         plan = self.plan
         realize.tune_allocator(plan)
         self.app = self._load_app()
@@ -149,19 +164,29 @@ class Server:
         if sockets is None:
             specs = [listener.spec for listener in plan.listeners]
             sockets = self._owned_sockets = realize.bind_all(specs, plan.backlog)
+        if quic is None and plan.quic:
+            quic = realize.bind_quic(plan, sockets)
+            self._owned_sockets = [*self._owned_sockets, *quic]
         ctx = self._context(self.app, lifespan.state)
         ctx.app = health_app(ctx.app, plan.server.health, self.ready)
         await self._start_metrics()
         protocol = realize.protocol_factory(plan.connections)
         self.ssl_contexts = realize.ssl_contexts(plan)
         loop = asyncio.get_running_loop()
+        advertised = self._alt_svc_contexts(ctx, quic or [])
         for listener, sock in _pair(plan.listeners, sockets):
             tls = self.ssl_contexts[listener]
+            listener_ctx = advertised.get(listener.spec, ctx)
             if listener.proxy_protocol is not None:
-                self._servers.append(self._proxy_listener(listener, sock, protocol, ctx, tls))
+                self._servers.append(
+                    self._proxy_listener(listener, sock, protocol, listener_ctx, tls)
+                )
             else:
                 server = await loop.create_server(
-                    lambda: protocol(ctx), sock=sock, ssl=tls, backlog=plan.backlog
+                    lambda c=listener_ctx: protocol(c),
+                    sock=sock,
+                    ssl=tls,
+                    backlog=plan.backlog,
                 )
                 self._servers.append(server)
             self.addresses.append(sock.getsockname())
@@ -169,7 +194,55 @@ class Server:
                 "Palfrey running on %s (Press CTRL+C to quit)",
                 realize.describe(sock, tls=tls is not None),
             )
+        if quic:
+            await self._start_quic(ctx, quic)
         self.started.set()
+
+    async def _start_quic(self, ctx: ConnectionContext, sockets: list[socket.socket]) -> None:
+        """Serve HTTP/3 on the UDP sockets (palfrey.protocols.http3_aioquic)."""
+        make = realize.quic_endpoints(
+            self.plan,
+            ctx,
+            slot=self.quic_slot,
+            marker=self.quic_marker,
+            reset_key=self.quic_reset_key,
+        )
+        loop = asyncio.get_running_loop()
+        state = self.state
+
+        def accepting() -> bool:
+            return not state.shutting_down
+
+        for sock in sockets:
+            address = sock.getsockname()
+            endpoint = make((str(address[0]), int(address[1])), accepting)
+            transport, _ = await loop.create_datagram_endpoint(lambda e=endpoint: e, sock=sock)  # type: ignore[misc]
+            self._quic.append(transport)
+            self.quic_addresses.append(address)
+            logger.info("Palfrey serving HTTP/3 on %s", realize.describe_udp(sock))
+
+    def _alt_svc_contexts(
+        self, ctx: ConnectionContext, quic: list[socket.socket]
+    ) -> dict[Any, ConnectionContext]:
+        """For each TCP listener with a QUIC sibling, a context whose default headers
+        advertise it (RFC 7838 §3: `h3=":PORT"; ma=SECONDS`, the same host implied)."""
+        settings = self.plan.connections.http3
+        if settings is None or settings.alt_svc_max_age is None:
+            return {}
+        headers = self.plan.connections.headers
+        found: dict[Any, ConnectionContext] = {}
+        for listener, sock in zip(self.plan.quic, quic, strict=False):
+            value = f'h3=":{sock.getsockname()[1]}"; ma={settings.alt_svc_max_age}'
+            defaults = DefaultHeaders(
+                HeaderSettings(
+                    server_header=headers.server_header,
+                    date_header=headers.date_header,
+                    extra=(*headers.extra, ("alt-svc", value)),
+                )
+            )
+            for spec in listener.beside:
+                found[spec] = dataclasses.replace(ctx, defaults=defaults)
+        return found
 
     def _proxy_listener(
         self,
@@ -312,6 +385,9 @@ class Server:
         await self._drain(self.plan.server.graceful_shutdown)
         for conn in list(state.connections):
             _abort_connection(conn)
+        for transport in self._quic:
+            transport.close()  # after the drain: QUIC connections read from these
+        self._quic = []
         for cycle in list(state.cycles):
             if cycle.task is not None and not cycle.task.done():
                 cycle.task.cancel()

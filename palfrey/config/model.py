@@ -170,6 +170,19 @@ class ServerSection(Section):
     resident memory once the server has been busy, nothing when idle. "none" keeps the
     allocator's defaults, as does setting MALLOC_TOP_PAD_ in the environment."""
 
+    malloc_mmap_threshold: Annotated[Size, Field(ge=4096, le=32 * 1024 * 1024)] | None = (
+        2 * 1024 * 1024  # type: ignore[assignment]
+    )
+    """glibc only: blocks of at least this size get a memory mapping of their own,
+    unmapped when freed; smaller ones come from the heap and are reused (mallopt
+    M_MMAP_THRESHOLD, with the trim threshold at twice this, the pair glibc's own
+    adjustment picks). glibc starts at 128 KiB and raises it only after freeing a large
+    block, never once `malloc_top_pad` is set; every TLS read allocates 256 KiB, so each
+    read cost an mmap, an mremap, an munmap and two page faults. Larger bodies and
+    WebSocket messages are still mapped each time; a higher value (at most 32 MiB)
+    avoids that and keeps up to twice it of freed heap. "none" keeps the allocator's
+    defaults, as does setting MALLOC_MMAP_THRESHOLD_ in the environment."""
+
     reload_on_change: bool = False
     """Watch the manifest file (and the TLS certificate, key and CA files) and reload when
     they change, as on SIGHUP: the manifest through a rolling restart, TLS files in place
@@ -247,20 +260,71 @@ class HTTP2Section(Section):
 
 
 class HTTP3Section(Section):
-    """HTTP/3 (aioquic) on a UDP listener beside the TCP one."""
+    """HTTP/3 (aioquic) on UDP listeners beside the TLS TCP ones."""
 
     enabled: bool = False
-    """Serve HTTP/3 on UDP and advertise it with Alt-Svc. Needs TLS and the "http3"
-    extra."""
+    """Serve HTTP/3 over QUIC on UDP and advertise it with Alt-Svc. Needs TLS, a TCP
+    listener (host and port, or bind) to put each UDP listener beside, and the "http3"
+    extra. With several workers it needs Linux (SO_ATTACH_REUSEPORT_CBPF)."""
 
     port: Port | None = None
-    """UDP port for HTTP/3; unset uses the TCP port."""
+    """UDP port for HTTP/3 on every TCP listener's address; unset uses each TCP
+    listener's own port (the bound one when that is 0)."""
 
     alt_svc: bool = True
-    """Advertise HTTP/3 with an Alt-Svc header on HTTP/1.1 and HTTP/2 responses."""
+    """Advertise HTTP/3 with an Alt-Svc header (RFC 7838) on responses from the TCP
+    listeners, naming the UDP port, so browsers and curl switch to HTTP/3."""
 
-    idle_timeout: Seconds = 60.0
-    """Close a QUIC connection idle for this long."""
+    alt_svc_max_age: Annotated[int, Field(ge=0)] = 86400
+    """How long, in seconds, clients may remember the Alt-Svc advertisement ("ma",
+    RFC 7838 §3.1; 24 hours is the RFC's default)."""
+
+    idle_timeout: Annotated[Seconds, Field(gt=0)] = 60.0
+    """Close a QUIC connection idle for this long (max_idle_timeout, RFC 9000 §10.1)."""
+
+    max_concurrent_streams: Annotated[int, Field(ge=1)] = 100
+    """Request streams a client may have open at once (initial_max_streams_bidi,
+    RFC 9000 §4.6); one more is granted as each one ends."""
+
+    max_stream_data: Annotated[Size, Field(ge=1024)] = 1048576  # type: ignore[assignment]
+    """Request-body bytes a client may send on one stream ahead of the app reading them
+    (the stream's flow-control window, RFC 9000 §4.1): credit is returned only as the app
+    calls receive, so a slow app slows the upload instead of filling memory."""
+
+    max_data: Annotated[Size, Field(ge=1024)] = 16777216  # type: ignore[assignment]
+    """Bytes a client may send on a whole connection ahead of acknowledgement by flow
+    control (initial_max_data, RFC 9000 §4.1); raised as data is received, each stream
+    staying bounded by max_stream_data."""
+
+    max_field_section_size: Annotated[Size, Field(ge=1024)] = 65536  # type: ignore[assignment]
+    """Largest decoded request header section (names, values and 32 bytes per field,
+    RFC 9114 §4.2.2); larger requests get 431."""
+
+    qpack_max_table_capacity: Annotated[Size, Field(le=65536)] = 4096  # type: ignore[assignment]
+    """Bytes of QPACK dynamic table the client's encoder may use
+    (SETTINGS_QPACK_MAX_TABLE_CAPACITY, RFC 9204 §5)."""
+
+    qpack_blocked_streams: Annotated[int, Field(ge=0, le=1000)] = 16
+    """Streams that may wait for QPACK encoder instructions at once
+    (SETTINGS_QPACK_BLOCKED_STREAMS, RFC 9204 §2.1.2); more is a connection error."""
+
+    max_client_resets: Annotated[int, Field(ge=1)] = 200
+    """Streams a client may cancel (RESET_STREAM or STOP_SENDING) in a burst (refilled
+    over 10 seconds) before the connection is closed with H3_EXCESSIVE_LOAD: the rapid
+    reset attack, as for HTTP/2."""
+
+    retry: bool = False
+    """Validate client addresses with a Retry packet before any handshake work (RFC 9000
+    §8.1.2): protects against spoofed-source floods and amplification at the cost of one
+    extra round trip per new connection."""
+
+    early_data: bool = False
+    """Accept 0-RTT requests on resumed connections (RFC 9001 §4.6). Off by default: 0-RTT
+    data can be replayed by an attacker (RFC 8446 §8), so only enable it for apps whose
+    requests are safe to repeat. Session tickets are kept in memory per worker."""
+
+    congestion_control: Literal["reno", "cubic"] = "reno"
+    """QUIC congestion controller: "reno" (RFC 9002) or "cubic" (RFC 9438)."""
 
 
 class WebSocketSection(Section):

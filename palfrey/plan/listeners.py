@@ -35,7 +35,7 @@ class ListenerError(Exception):
 class ListenerSpec:
     """One listener to create. Pure data: comparing, hashing and pickling are cheap."""
 
-    kind: Literal["tcp", "unix", "fd"]
+    kind: Literal["tcp", "unix", "fd", "udp"]
     host: str | None = None
     port: int | None = None
     path: str | None = None
@@ -52,7 +52,8 @@ class ListenerSpec:
         if self.kind == "fd":
             return f"fd://{self.fd}"
         host = self.host or ""
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        where = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return f"udp:{where}" if self.kind == "udp" else where
 
 
 # ---------------------------------------------------------------------------- pure part

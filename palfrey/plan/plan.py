@@ -18,6 +18,7 @@ pydantic: a serving process unpickles Plans and must not load it.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from palfrey.plan.secret import Secret
 from palfrey.protocols.settings import (
     HeaderSettings,
     HTTP2Settings,
+    HTTP3Settings,
     HTTPLimits,
     ProxyProtocolSettings,
     WebSocketSettings,
@@ -47,6 +49,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "ProcessPlan",
+    "QuicListenerPlan",
     "ReloadPlan",
     "ServerPlan",
     "TLSSpec",
@@ -114,12 +117,32 @@ class ListenerPlan:
 
 
 @dataclass(frozen=True)
+class QuicListenerPlan:
+    """A UDP listener serving HTTP/3 over QUIC beside TLS TCP listeners."""
+
+    #: kind "udp"; port 0 with `follow_port` means the bound port of `beside[0]`.
+    spec: ListenerSpec
+    #: The TCP listeners on the same address, whose responses advertise this one (Alt-Svc).
+    beside: tuple[ListenerSpec, ...]
+    #: The UDP port is the TCP listener's (http3.port unset), known once that is bound.
+    follow_port: bool
+    tls: TLSSpec
+
+    def __str__(self) -> str:
+        where = str(self.spec).removeprefix("udp:")
+        if self.follow_port and not self.spec.port:
+            return f"quic://{where} (UDP, the port {self.beside[0]} is bound to)"
+        return f"quic://{where} (UDP)"
+
+
+@dataclass(frozen=True)
 class ConnectionPlan:
     """What every connection of a serving process needs: the protocol stack and its
     settings objects."""
 
     http1: str  # "httptools" or "h11"
     http2: HTTP2Settings | None
+    http3: HTTP3Settings | None
     websocket: WebSocketSettings
     limits: HTTPLimits
     headers: HeaderSettings
@@ -147,6 +170,7 @@ class ServerPlan:
     graceful_shutdown: float | None
     drain_delay: float
     malloc_top_pad: int | None
+    malloc_mmap_threshold: int | None
     #: Reload TLS certificate files in place when they change.
     watch_tls: bool
 
@@ -210,15 +234,22 @@ class Plan:
     manifest: Path | None = field(default=None, compare=False)
     #: A hash of the effective configuration (palfrey_config_info).
     config_hash: str = field(default="", compare=False)
+    #: UDP listeners serving HTTP/3 (empty unless http3.enabled).
+    quic: tuple[QuicListenerPlan, ...] = ()
 
     def protocols(self) -> tuple[str, ...]:
-        """The HTTP versions served, for people: ("HTTP/1.1", "HTTP/2")."""
-        return ("HTTP/1.1", *(["HTTP/2"] if self.connections.http2 else []))
+        """The HTTP versions served, for people: ("HTTP/1.1", "HTTP/2", "HTTP/3")."""
+        conn = self.connections
+        return (
+            "HTTP/1.1",
+            *(["HTTP/2"] if conn.http2 else []),
+            *(["HTTP/3"] if conn.http3 else []),
+        )
 
     def summary(self) -> str:
         """One line for logs and --check-config."""
         conn = self.connections
-        where = ", ".join(str(listener) for listener in self.listeners)
+        where = ", ".join(str(listener) for listener in (*self.listeners, *self.quic))
         websocket = conn.websocket.backend
         process = self.process
         processes = "reload" if process.reload else f"{process.workers} worker(s)"
@@ -234,6 +265,15 @@ class Plan:
         for listener in self.listeners:
             alpn = f", ALPN {', '.join(listener.alpn)}" if listener.alpn else ""
             lines.append(f"listener: {listener}{alpn}")
+        for quic in self.quic:
+            lines.append(f"listener: {quic}, ALPN h3")
+        if conn.http3 is not None and self.quic:
+            age = conn.http3.alt_svc_max_age
+            lines.append(
+                "Alt-Svc: off"
+                if age is None
+                else f'Alt-Svc: h3=":PORT"; ma={age} on the TCP listeners\' responses'
+            )
         lines.append(f"protocols: {' + '.join(self.protocols())}")
         lines.append(f"HTTP/1.1 parser: {conn.http1}")
         lines.append(f"WebSocket: {conn.websocket.backend}")
@@ -258,7 +298,6 @@ def plan(
 ) -> Plan:
     """Every decision about serving `config`. Raises PlanError for what cannot be served."""
     env = os.environ if environ is None else environ
-    _refuse_unservable(config)
     tls = _tls(config)
     http2 = _http2(config)
     alpn = (("h2", "http/1.1") if http2 is not None else ("http/1.1",)) if tls else ()
@@ -270,6 +309,7 @@ def plan(
             explicit_tcp=bool({"host", "port"} & config.server.model_fields_set),
         )
     )
+    quic = _quic_listeners(config, listeners, tls)
     return Plan(
         listeners=listeners,
         backlog=config.server.backlog,
@@ -281,6 +321,7 @@ def plan(
         env_file=config.env_file,
         metrics=_metrics(config),
         manifest=manifest,
+        quic=quic,
         config_hash=config_hash(config),
     )
 
@@ -314,18 +355,53 @@ def _request_id(config: Config) -> RequestIdSettings | None:
     )
 
 
-def _refuse_unservable(config: Config) -> None:
+def _quic_listeners(
+    config: Config, listeners: tuple[ListenerPlan, ...], tls: TLSSpec | None
+) -> tuple[QuicListenerPlan, ...]:
+    """One UDP listener per address of the TLS TCP listeners: on the TCP port, or on
+    `http3.port`. Refuses what HTTP/3 cannot be served beside."""
+    section = config.http3
+    if not section.enabled or tls is None:
+        return ()  # without TLS the config was refused already (model.contradictions)
+    tcp = [listener.spec for listener in listeners if listener.spec.kind == "tcp"]
     problems: list[tuple[tuple[str, ...], str]] = []
-    if config.http3.enabled:
+    if not tcp:
         problems.append(
             (
-                ("http3.enabled",),
-                "HTTP/3 is not served by this version of Palfrey: remove http3.enabled "
-                "(or --http h3); HTTP/1.1 and HTTP/2 are served on the TCP listeners",
+                ("http3.enabled", "server.bind"),
+                "HTTP/3 needs a TCP listener (server.host and server.port, or a "
+                '"host:port" entry in server.bind) to put its UDP listener beside; UNIX '
+                "sockets and inherited descriptors have no address to share",
+            )
+        )
+    if tls.cert_reqs:
+        problems.append(
+            (
+                ("http3.enabled", "tls.cert_reqs"),
+                "HTTP/3 cannot ask for client certificates (aioquic's server does not "
+                "request them), so it would let clients in without one: turn HTTP/3 off "
+                "or set tls.cert_reqs to none",
+            )
+        )
+    if config.workers.count > 1 and not sys.platform.startswith("linux"):
+        problems.append(
+            (
+                ("http3.enabled", "workers.count"),
+                "HTTP/3 with several workers steers QUIC packets with a Linux socket "
+                "option (SO_ATTACH_REUSEPORT_CBPF): run one worker on this system",
             )
         )
     if problems:
         raise PlanError(problems)
+    found: dict[ListenerSpec, list[ListenerSpec]] = {}
+    for spec in tcp:
+        port = spec.port if section.port is None else section.port
+        udp = ListenerSpec(kind="udp", host=spec.host, port=port)
+        found.setdefault(udp, []).append(spec)
+    return tuple(
+        QuicListenerPlan(spec=udp, beside=tuple(beside), follow_port=section.port is None, tls=tls)
+        for udp, beside in found.items()
+    )
 
 
 def _proxy_protocol(config: Config, spec: ListenerSpec) -> ProxyProtocolSettings | None:
@@ -389,12 +465,34 @@ def _http2(config: Config) -> HTTP2Settings | None:
     )
 
 
+def _http3(config: Config) -> HTTP3Settings | None:
+    section = config.http3
+    if not section.enabled or config.tls.certfile is None:
+        return None
+    return HTTP3Settings(
+        idle_timeout=section.idle_timeout,
+        max_concurrent_streams=section.max_concurrent_streams,
+        max_stream_data=int(section.max_stream_data),
+        max_data=int(section.max_data),
+        max_field_section_size=int(section.max_field_section_size),
+        qpack_max_table_capacity=int(section.qpack_max_table_capacity),
+        qpack_blocked_streams=section.qpack_blocked_streams,
+        max_client_resets=section.max_client_resets,
+        retry=section.retry,
+        early_data=section.early_data,
+        congestion_control=section.congestion_control,
+        alt_svc_max_age=section.alt_svc_max_age if section.alt_svc else None,
+        connect_protocol=_websocket(config).backend != "none",
+    )
+
+
 def _connections(config: Config, http2: HTTP2Settings | None) -> ConnectionPlan:
     max_body = config.limits.max_body_size
     proxy = config.proxy
     return ConnectionPlan(
         http1=registry.http1_backend(config.http.backend),
         http2=http2,
+        http3=_http3(config),
         websocket=_websocket(config),
         limits=HTTPLimits(
             max_head_size=int(config.http.max_head_size),
@@ -422,6 +520,7 @@ def _connections(config: Config, http2: HTTP2Settings | None) -> ConnectionPlan:
 def _server(config: Config) -> ServerPlan:
     lifespan = config.lifespan
     pad = config.server.malloc_top_pad
+    threshold = config.server.malloc_mmap_threshold
     return ServerPlan(
         app=AppSpec(
             target=config.app,
@@ -443,6 +542,7 @@ def _server(config: Config) -> ServerPlan:
         graceful_shutdown=config.timeouts.graceful_shutdown,
         drain_delay=config.server.drain_delay,
         malloc_top_pad=None if pad is None else int(pad),
+        malloc_mmap_threshold=None if threshold is None else int(threshold),
         watch_tls=config.server.reload_on_change and config.tls.certfile is not None,
     )
 

@@ -13,6 +13,7 @@ inheritable, so workers share them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -29,14 +30,20 @@ if TYPE_CHECKING:
 
     from palfrey.plan.plan import ConnectionPlan, ListenerPlan, Plan
     from palfrey.protocols.context import ConnectionContext
+    from palfrey.transports.quic_aioquic import QuicEndpoint
 
 __all__ = [
+    "adopt_udp",
     "bind",
     "bind_all",
+    "bind_quic",
+    "bind_udp",
     "close_listeners",
     "describe",
+    "describe_udp",
     "export_env_file",
     "protocol_factory",
+    "quic_endpoints",
     "ssl_contexts",
 ]
 
@@ -83,9 +90,10 @@ def apply_logging(plan: Plan) -> None:
 
 
 def tune_allocator(plan: Plan) -> None:
-    from palfrey.plan.malloc import apply_top_pad
+    from palfrey.plan.malloc import apply_mmap_threshold, apply_top_pad
 
     apply_top_pad(plan.server.malloc_top_pad)
+    apply_mmap_threshold(plan.server.malloc_mmap_threshold)
 
 
 # -- the protocol stack -----------------------------------------------------------------
@@ -126,6 +134,37 @@ def ssl_contexts(plan: Plan) -> dict[ListenerPlan, ssl.SSLContext | None]:
             built[key] = create_ssl_context(listener.tls, listener.alpn)
         contexts[listener] = built[key]
     return contexts
+
+
+def quic_endpoints(
+    plan: Plan, ctx: ConnectionContext, *, slot: int = 0, marker: int = 0, reset_key: bytes = b""
+) -> Callable[[tuple[str, int], Callable[[], bool]], QuicEndpoint]:
+    """A factory of the DatagramProtocol serving HTTP/3 on one UDP socket (given the
+    socket's address and whether new connections are accepted), with the QUIC TLS
+    configuration built once. `slot` and `marker` go into the connection IDs (workers);
+    `reset_key` derives their stateless reset tokens.
+    Raises TLSConfigError."""
+    from palfrey.plan.tls import create_quic_configuration
+    from palfrey.protocols.http3_aioquic import endpoint
+    from palfrey.transports.quic_aioquic import Steering
+
+    settings = plan.connections.http3
+    assert settings is not None
+    assert plan.tls is not None
+    configuration = create_quic_configuration(plan.tls, settings)
+    steering = Steering(slot, marker, reset_key)
+
+    def make(server: tuple[str, int], accepting: Callable[[], bool]) -> QuicEndpoint:
+        return endpoint(
+            ctx=ctx,
+            settings=settings,
+            configuration=configuration,
+            steering=steering,
+            server=server,
+            accepting=accepting,
+        )
+
+    return make
 
 
 # -- listening sockets ------------------------------------------------------------------
@@ -214,6 +253,82 @@ def _bind_tcp(spec: ListenerSpec, backlog: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ListenerError(_bind_message(spec, exc)) from None
+    return sock
+
+
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+"""SO_RCVBUF asked for QUIC sockets: datagrams that arrive while the event loop is busy
+wait here instead of being dropped (the kernel caps it at net.core.rmem_max)."""
+
+
+def bind_udp(
+    spec: ListenerSpec, port: int | None = None, *, reuseport: bool = False
+) -> socket.socket:
+    """A bound UDP socket for a QUIC listener, non-blocking and inheritable. `port`
+    overrides the spec's (the TCP sibling's bound port); `reuseport` joins a reuseport
+    group (one socket per worker slot, palfrey.workers.quic_steering)."""
+    host = spec.host or ""
+    port = spec.port or 0 if port is None else port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    where = ListenerSpec(kind="udp", host=host, port=port)
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ListenerError(f"cannot create a socket for {where}: {_reason(exc)}") from None
+    try:
+        if family == socket.AF_INET6 and host == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ListenerError(_bind_message(where, exc)) from None
+    sock.setblocking(False)
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_quic(
+    plan: Plan, tcp: list[socket.socket], *, reuseport: bool = False
+) -> list[socket.socket]:
+    """One UDP socket per QUIC listener of `plan`; a listener that follows a TCP port
+    takes the port its TCP sibling (in `tcp`, one per plan listener) was bound to."""
+    bound = {listener.spec: sock for listener, sock in zip(plan.listeners, tcp, strict=False)}
+    sockets: list[socket.socket] = []
+    try:
+        for quic in plan.quic:
+            port = quic.spec.port
+            sibling = bound.get(quic.beside[0])
+            if quic.follow_port and not port and sibling is not None:
+                port = sibling.getsockname()[1]
+            sockets.append(bind_udp(quic.spec, port, reuseport=reuseport))
+    except BaseException:
+        close_listeners(sockets)
+        raise
+    return sockets
+
+
+def describe_udp(sock: socket.socket) -> str:
+    """ "quic://127.0.0.1:8443 (UDP)" for startup logs."""
+    host, port = sock.getsockname()[:2]
+    where = f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
+    return f"quic://{where} (UDP)"
+
+
+def adopt_udp(fd: int) -> socket.socket:
+    """A UDP socket inherited as file descriptor `fd` (a re-exec's handoff)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ListenerError(f"fd://{fd}: not an open socket ({_reason(exc)})") from None
+    if sock.type != socket.SOCK_DGRAM:
+        sock.detach()
+        raise ListenerError(f"fd://{fd}: not a datagram socket")
+    sock.setblocking(False)
+    sock.set_inheritable(True)
     return sock
 
 

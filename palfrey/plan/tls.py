@@ -7,14 +7,19 @@ Errors are `TLSConfigError`s naming the setting, the file and what is wrong with
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from palfrey.plan.plan import TLSSpec
 from palfrey.transports.tls_scope import remember_server_cert, server_cert
 
-__all__ = ["TLSConfigError", "create_ssl_context", "reload_in_place"]
+if TYPE_CHECKING:
+    from palfrey.protocols.settings import HTTP3Settings
+
+__all__ = ["TLSConfigError", "create_quic_configuration", "create_ssl_context", "reload_in_place"]
 
 
 class TLSConfigError(Exception):
@@ -181,3 +186,57 @@ def reload_in_place(context: ssl.SSLContext, tls: TLSSpec) -> None:
     pem = server_cert(fresh)
     if pem is not None:  # the ASGI `tls` extension's server_cert
         remember_server_cert(context, pem)
+
+
+def create_quic_configuration(tls: TLSSpec, settings: HTTP3Settings) -> Any:
+    """aioquic's server QuicConfiguration for `tls` and the `http3` section. The files are
+    checked as for TCP first (create_ssl_context), so a bad certificate gets the same
+    message whichever listener reads it. QUIC always runs TLS 1.3 (RFC 9001 §4.2), so
+    `tls.minimum_version` and the TLS 1.2 `tls.ciphers` do not apply to it."""
+    create_ssl_context(tls, ("h3",))
+    from aioquic.quic.configuration import QuicConfiguration
+
+    configuration = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=["h3"],
+        idle_timeout=settings.idle_timeout,
+        max_data=settings.max_data,
+        max_stream_data=settings.max_stream_data,
+        congestion_control_algorithm=settings.congestion_control,
+    )
+    _load_quic_chain(configuration, tls)
+    return configuration
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----\r?\n?", re.DOTALL)
+
+
+def _load_quic_chain(configuration: Any, tls: TLSSpec) -> None:
+    # aioquic's load_cert_chain finds a key in the certificate file only as an
+    # unencrypted PKCS#8 block after the certificates; read the PEM blocks here instead,
+    # in any order and any key format OpenSSL took (the context above loaded them).
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    cert_data = tls.certfile.read_bytes()
+    key_data = cert_data if tls.keyfile is None else tls.keyfile.read_bytes()
+    certificates = [
+        x509.load_pem_x509_certificate(match.group(0))
+        for match in _PEM_BLOCK.finditer(cert_data)
+        if match.group(1) == b"CERTIFICATE"
+    ]
+    key = next(
+        (m.group(0) for m in _PEM_BLOCK.finditer(key_data) if m.group(1).endswith(b"PRIVATE KEY")),
+        None,
+    )
+    if not certificates or key is None:
+        raise TLSConfigError(f"tls.certfile {tls.certfile}: no certificate and key for QUIC")
+    password = _password(tls)
+    try:
+        configuration.private_key = load_pem_private_key(
+            key, password=None if password is None else password.encode()
+        )
+    except (TypeError, ValueError) as exc:
+        raise TLSConfigError(f"the private key cannot be used for QUIC ({exc})") from None
+    configuration.certificate = certificates[0]
+    configuration.certificate_chain = certificates[1:]

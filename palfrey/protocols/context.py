@@ -46,7 +46,9 @@ ScopeHook = Callable[[Scope], None]
 class ServerState:
     """Live, mutable counters of one server process."""
 
-    connections: set[asyncio.BaseProtocol] = field(default_factory=set)
+    #: Open connections (asyncio protocols, and HTTP/3 sessions): each has `shutdown()`
+    #: (graceful) and `abort()`.
+    connections: set[Any] = field(default_factory=set)
     cycles: set[HTTPCycle] = field(default_factory=set)
     total_requests: int = 0
     #: Called once when `total_requests` reaches the max-requests budget.

@@ -1,9 +1,17 @@
 """The asyncio side of an HTTP/1.1 connection, shared by the h11 and httptools backends.
 
-A backend only turns bytes into four calls: `on_head`, `on_body`, `on_message_end` and
-(for bad input) a ProtocolError. Everything observable lives here, once: request checks,
+A backend only parses one complete request head (`parse_head`). Everything else lives
+here, once: where each head ends and each body ends (request framing), the request rules,
 scopes, pipelining, timers, flow control, response framing and error answers. That is how
-both backends behave identically.
+both backends behave identically: they cannot disagree about where a request begins.
+
+Framing (RFC 9112 §6.3). The stream is read as head, body, head, body... A head ends at
+the first CRLF CRLF (leading empty lines skipped, §2.2); while it arrives it is held and
+checked (`HeadScanner`); the complete head goes to the backend's parser. The body is then
+framed here by its Content-Length or chunked coding (`http11_chunked`), whatever else the
+head says: an Upgrade that is not taken (not WebSocket) changes nothing, the request is
+served as plain HTTP with its body (RFC 9110 §7.8), and a parser never sees a body, so it
+can never start a request inside one.
 
 Flow control. Writing: the transport's pause_writing/resume_writing gate the app's `send`
 (HTTPCycle awaits `drain`). Reading: the socket is paused while pipelined requests wait
@@ -25,6 +33,7 @@ from typing import Any
 from palfrey.asgi.http_cycle import HTTPCycle
 from palfrey.asgi.types import Receive, Scope, Send
 from palfrey.protocols.context import ConnectionContext, http_scope
+from palfrey.protocols.http11_chunked import ChunkedDecoder, LengthDecoder
 from palfrey.protocols.http11_response import (
     CONTINUE_100,
     chunk,
@@ -34,16 +43,18 @@ from palfrey.protocols.http11_response import (
 from palfrey.protocols.limits import (
     KNOWN_METHODS,
     Framing,
+    HeadScanner,
     ProtocolError,
     check_request_line,
     inspect_headers,
+    origin_form,
+    refusal,
 )
 from palfrey.protocols.websocket_core import wants_websocket
 from palfrey.transports.asyncio_stream import addresses, connection_extensions, set_nodelay
 
 _IDLE, _HEAD, _BUSY = 0, 1, 2
 _MAX_PIPELINE = 64
-_FEED_SLICE = 16384
 _LAST_CHUNK = b"0\r\n\r\n"
 _DISCARD_LIMIT = 1 << 20  # unread body skipped to keep a connection alive
 _FILE_CHUNK = 65536
@@ -73,11 +84,12 @@ class HTTP11Cycle(HTTPCycle):
     body_allowed: bool
 
 
-class HTTP11Connection(asyncio.Protocol):
-    """Everything about an HTTP/1.1 connection except turning bytes into events."""
+Request = tuple[bytes, bytes, str, list[tuple[bytes, bytes]]]
+"""A parsed head: method, target, HTTP version ("1.1"), fields (names lower-case)."""
 
-    #: The backend's `feed` takes memoryview slices of a read (no copy per slice).
-    feeds_views = False
+
+class HTTP11Connection(asyncio.Protocol):
+    """Everything about an HTTP/1.1 connection except parsing one request head."""
 
     def __init__(self, ctx: ConnectionContext) -> None:
         self.ctx = ctx
@@ -104,19 +116,91 @@ class HTTP11Connection(asyncio.Protocol):
         self.client: Any = None
         self.scheme = "http"
         self.extensions: dict[str, Any] = {}
-        #: A WebSocket upgrade request whose head was parsed; the backend then calls
+        #: A WebSocket upgrade request whose head was parsed; `_request` then calls
         #: `switch_protocol` with the bytes that followed it.
-        self.upgrade_request: tuple[bytes, bytes, str, list[tuple[bytes, bytes]]] | None = None
+        self.upgrade_request: Request | None = None
+        self._scanner: HeadScanner | None = None  # a head arriving in more than one read
+        self._body: ChunkedDecoder | LengthDecoder | None = None
 
     # -- to be provided by a backend -------------------------------------------------
 
-    def feed(self, data: bytes) -> None:
-        """Parse `data`, calling on_head/on_body/on_message_end; raise ProtocolError."""
+    def parse_head(self, head: bytes, eol: int) -> Request:
+        """The backend's reading of one complete head (`head[:eol]` is the request line,
+        `head` ends with CRLF CRLF). A head the parser refuses, or that the shared rules
+        refuse where the parser is lenient, raises `refusal(head, limits)`."""
         raise NotImplementedError
+
+    # -- framing ---------------------------------------------------------------------
 
     def head_pending(self) -> bool:
         """True while part of a request head has been received."""
-        raise NotImplementedError
+        scanner = self._scanner
+        return scanner is not None and scanner.started
+
+    def feed(self, data: bytes) -> None:
+        """Frame `data` into heads (parsed by the backend) and bodies (RFC 9112 §6.3)."""
+        while data:
+            body = self._body
+            if body is not None:
+                rest = body.feed(data)
+                if rest is None:
+                    return
+                self._body = None
+                self.on_message_end()
+                data = rest
+            elif self._scanner is None and data[0] > 13:
+                # The common case: a head that starts a read (not after a CR or LF, which
+                # only empty lines or an error can start). Found whole, it is parsed from
+                # the read itself, with no copy when it is the whole read.
+                end = data.find(b"\r\n\r\n")
+                data = self._head_part(data) if end < 0 else self._request(data, end + 4)
+            else:
+                data = self._head_part(data)
+            if data and len(self.pipeline) >= _MAX_PIPELINE:
+                # Many tiny pipelined requests in one read must not queue without bound.
+                self._backlog.append(data)
+                self._pause_reading()
+                return
+
+    def _request(self, data: bytes, stop: int) -> bytes:
+        """Parse and dispatch the complete head `data[:stop]`; return what follows it."""
+        size = len(data)
+        head = data if stop == size else data[:stop]
+        limits = self.ctx.limits
+        eol = head.find(b"\r\n")
+        if stop > limits.max_head_size or eol > limits.max_request_line:
+            raise refusal(head, limits)
+        method, target, version, headers = self.parse_head(head, eol)
+        if len(headers) > limits.max_header_count:  # one field per line: no obs-fold here
+            raise refusal(head, limits)
+        framing = self.on_head(method, target, version, headers)
+        if framing.chunked:
+            self._body = ChunkedDecoder(
+                self.on_body,
+                max_line=limits.max_request_line,
+                max_trailer=limits.max_head_size,
+            )
+        elif framing.content_length:
+            self._body = LengthDecoder(self.on_body, framing.content_length)
+        elif self.upgrade_request is not None:
+            # RFC 6455 §4.2: what follows the handshake is WebSocket.
+            self.switch_protocol(data[stop:])
+            return b""
+        else:
+            self.on_message_end()  # RFC 9112 §6.3 (7): no body
+        return data[stop:] if stop < size else b""
+
+    def _head_part(self, data: bytes) -> bytes:
+        """A head that arrives in pieces or after empty lines: held and checked as it
+        comes (`HeadScanner`); parsed once complete. Returns what follows it."""
+        scanner = self._scanner
+        if scanner is None:
+            scanner = self._scanner = HeadScanner(self.ctx.limits)
+        stop = scanner.feed(data)
+        if stop < 0:
+            return b""
+        self._scanner = None
+        return self._request(bytes(scanner.buffer), stop)
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -157,10 +241,7 @@ class HTTP11Connection(asyncio.Protocol):
             return
         self._got_bytes = True
         try:
-            if len(data) <= _FEED_SLICE or self.reading is not None:
-                self.feed(data)
-            else:
-                self._feed_slices(data)
+            self.feed(data)
         except ProtocolError as exc:
             self._reject(exc)
         if self._to_start is not None:
@@ -168,24 +249,6 @@ class HTTP11Connection(asyncio.Protocol):
             self._run(cycle)
         if self.cycle is None and self._phase == _IDLE and self.head_pending():
             self._arm(_HEAD)
-
-    def _feed_slices(self, data: bytes) -> None:
-        # Many tiny pipelined requests in one read must not queue without bound.
-        view = memoryview(data)
-        copy = not self.feeds_views
-        for start in range(0, len(data), _FEED_SLICE):
-            if len(self.pipeline) >= _MAX_PIPELINE:
-                self._backlog.append(bytes(view[start:]))
-                self._pause_reading()
-                return
-            if start and self.reading is not None:
-                # Inside a request body (a large POST in one read): the rest is body, fed
-                # whole rather than parsed slice by slice.
-                piece = view[start:]
-                self.feed(bytes(piece) if copy else piece)  # type: ignore[arg-type]
-                return
-            piece = view[start : start + _FEED_SLICE]
-            self.feed(bytes(piece) if copy else piece)  # type: ignore[arg-type]
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -200,7 +263,12 @@ class HTTP11Connection(asyncio.Protocol):
         self, method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]]
     ) -> Framing:
         """A complete request head (header names lower-cased); returns its body framing."""
-        if version == "1.1" and target[:1] == b"/" and method in _SERVED_METHODS:
+        if (
+            version == "1.1"
+            and target[:1] == b"/"
+            and method in _SERVED_METHODS
+            and b"#" not in target
+        ):
             http11 = True  # the common request line: nothing for check_request_line to do
         else:
             version = check_request_line(method, target, version)
@@ -265,10 +333,8 @@ class HTTP11Connection(asyncio.Protocol):
         self, method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]]
     ) -> Scope:
         if target[:1] != b"/":
-            target = _origin_form(target)
-        raw_path, _, query = target.partition(b"?")
-        if b"#" in query:
-            query = query.partition(b"#")[0]
+            target = origin_form(target)
+        raw_path, _, query = target.partition(b"?")  # no fragment: check_request_line
         return http_scope(
             self.ctx,
             method,
@@ -688,12 +754,3 @@ class HTTP11Connection(asyncio.Protocol):
         self._closed = True  # the transport is the WebSocket's, or closing after a refusal
         if switched:
             self.ctx.state.connections.discard(self)
-
-
-def _origin_form(target: bytes) -> bytes:
-    """The path and query of an absolute-form or asterisk-form target (RFC 9112 §3.2)."""
-    if target == b"*":
-        return target
-    rest = target.partition(b"://")[2]
-    slash = rest.find(b"/")
-    return rest[slash:] if slash >= 0 else b"/"

@@ -1,15 +1,17 @@
 """HTTP/1.1 over h11: the pure-Python parser backend.
 
-h11 parses request heads. Request bodies are framed by `http11_chunked` (h11's chunk-line
-reader accepts what RFC 9112 §7.1 and llhttp refuse), and responses are serialised by the
-shared code in `http11_response` rather than through `h11.Connection.send`: the
-pre-encoded defaults and single-write path are the measured difference from a per-event
-h11 writer, and both backends then frame messages byte-for-byte alike. Because h11's state
-machine never sees our bodies or responses, each head is parsed by a fresh
-`h11.Connection`.
+h11 parses each complete request head that the shared framing (`http11_base`) hands it.
+Bodies are framed by Palfrey (h11's chunk-line reader accepts what RFC 9112 §7.1 and
+llhttp refuse), and responses are serialised by the shared code in `http11_response`
+rather than through `h11.Connection.send`: the pre-encoded defaults and single-write path
+are the measured difference from a per-event h11 writer, and both backends then frame
+messages byte for byte alike.
 
-h11 normalises a few things llhttp refuses (obs-fold, bare LF, duplicate Content-Length);
-`check_raw_head` rejects those on the raw bytes first, so both backends agree.
+h11 normalises a few things llhttp refuses: it unfolds obs-fold lines, accepts bare LF,
+merges duplicate or listed Content-Length values and accepts control characters in
+values. Those heads are refused here (`limits.refusal` picks the status, the same way for
+both backends). h11 also lower-cases the Transfer-Encoding value; the app gets the value
+as sent, as on httptools.
 """
 
 from __future__ import annotations
@@ -18,16 +20,8 @@ import re
 
 import h11
 
-from palfrey.protocols.context import ConnectionContext
-from palfrey.protocols.http11_base import HTTP11Connection
-from palfrey.protocols.http11_chunked import ChunkedDecoder, LengthDecoder
-from palfrey.protocols.limits import (
-    ProtocolError,
-    check_field_syntax,
-    check_partial_head,
-    check_raw_head,
-    inspect_headers,
-)
+from palfrey.protocols.http11_base import HTTP11Connection, Request
+from palfrey.protocols.limits import ProtocolError, check_field_syntax, refusal
 
 try:  # h11 >= 0.14 internals; the public Connection API is the fallback.
     from h11._readers import maybe_read_from_IDLE_client as _read_request
@@ -35,106 +29,63 @@ try:  # h11 >= 0.14 internals; the public Connection API is the fallback.
 except ImportError:  # pragma: no cover
     _read_request = None  # type: ignore[assignment]
 
-_TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding", re.IGNORECASE).search
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:([^\r\n]*)", re.IGNORECASE).finditer
+_DIGITS = re.compile(rb"[ \t]*[0-9]+[ \t]*").fullmatch
+_TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:[ \t]*([^\r\n]*)", re.IGNORECASE).search
 
 
 class H11Connection(HTTP11Connection):
     """An HTTP/1.1 connection whose request heads are parsed by h11."""
 
-    def __init__(self, ctx: ConnectionContext) -> None:
-        super().__init__(ctx)
-        self._slack = ctx.limits.max_head_size + 1024
-        self._head = b""  # bytes of a head still arriving
-        self._body: ChunkedDecoder | LengthDecoder | None = None
+    def parse_head(self, head: bytes, eol: int) -> Request:
+        if not _h11_reads_it_raw(head):
+            raise refusal(head, self.ctx.limits)
+        try:
+            event = _parse_head(head, self.ctx.limits.max_head_size)
+            headers = list(event.headers)
+            check_field_syntax(headers)  # h11 accepts control characters in values
+        except (h11.ProtocolError, ProtocolError):
+            raise refusal(head, self.ctx.limits) from None
+        coding = _TRANSFER_ENCODING(head)
+        if coding is not None:
+            _restore_transfer_encoding(headers, coding.group(1).rstrip(b" \t"))
+        return event.method, event.target, event.http_version.decode("ascii"), headers
 
-    def head_pending(self) -> bool:
-        return bool(self._head)
 
-    def feed(self, data: bytes) -> None:
-        while data:
-            body = self._body
-            if body is None:
-                data = self._take_head(data)
-                if self.upgrade_request is not None:
-                    self.switch_protocol(data)  # RFC 6455 §4.2: the rest is WebSocket
-                    return
-                continue
-            rest = body.feed(data)
-            if rest is None:
-                return
-            self._body = None
-            self.on_message_end()
-            data = rest
+def _h11_reads_it_raw(head: bytes) -> bool:
+    """False for a head h11 would change before Palfrey sees it (RFC 9112 §2.2 bare CR or
+    LF, §5.2 obs-fold, RFC 9110 §8.6 a repeated or listed Content-Length)."""
+    crlf = head.count(b"\r\n")
+    if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+        return False
+    if b"\r\n " in head or b"\r\n\t" in head:
+        return False
+    seen = False
+    for match in _CONTENT_LENGTH(head):
+        if seen or _DIGITS(match.group(1)) is None:
+            return False
+        seen = True
+    return True
 
-    def _take_head(self, data: bytes) -> bytes:
-        """Hold back a head until it is complete, check and parse it; return what follows."""
-        if self._head:
-            data = self._head + data
-            self._head = b""
-        elif data[:1] in (b"\r", b"\n"):
-            # RFC 9112 §2.2: ignore empty lines before a request line.
-            data = data.lstrip(b"\r\n")
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            bare = data.find(b"\n\n")
-            if bare >= 0:
-                check_raw_head(data[: bare + 2], self.ctx.limits)  # raises: bare LF
-            check_partial_head(data, self.ctx.limits)
-            self._head = data
-            return b""
-        head = data[: end + 4]
-        check_raw_head(head, self.ctx.limits)
-        if _TRANSFER_ENCODING(head) is not None:
-            # h11 answers every Transfer-Encoding problem with 501; the shared rules tell
-            # a malformed field (400) from an unsupported coding (501), as llhttp does.
-            inspect_headers(_raw_fields(head), head.find(b"HTTP/1.0\r\n") < 0)
-        self._request(_parse_head(head, self._slack))
-        return data[end + 4 :]
 
-    def _request(self, event: h11.Request) -> None:
-        headers = list(event.headers)
-        check_field_syntax(headers)
-        version = event.http_version.decode("ascii")
-        framing = self.on_head(event.method, event.target, version, headers)
-        if framing.chunked:
-            limits = self.ctx.limits
-            self._body = ChunkedDecoder(
-                self.on_body, max_line=limits.max_request_line, max_trailer=limits.max_head_size
-            )
-        elif framing.content_length:
-            self._body = LengthDecoder(self.on_body, framing.content_length)
-        else:
-            self.on_message_end()  # RFC 9112 §6.3: no body
+def _restore_transfer_encoding(headers: list[tuple[bytes, bytes]], value: bytes) -> None:
+    """h11 hands on the value lower-cased; the app gets it as sent (there is one such
+    field: h11 refuses a second)."""
+    headers[:] = [(name, value if name == b"transfer-encoding" else old) for name, old in headers]
 
 
 def _parse_head(head: bytes, slack: int) -> h11.Request:
-    """h11's reading of one complete, raw-checked request head. Bodies are framed by
-    `http11_chunked`: h11's chunk-line reader is more lenient than llhttp's."""
-    try:
-        if _read_request is not None:
-            # h11's own request reader without its connection state machine, which
-            # Palfrey does not use (about a third of h11's cost per request, measured).
-            buffer = _ReceiveBuffer()
-            buffer += head
-            event = _read_request(buffer)
-        else:  # pragma: no cover - an h11 without the internal reader
-            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=slack)
-            conn.receive_data(head)
-            event = conn.next_event()
-    except h11.ProtocolError as exc:
-        hint = exc.error_status_hint
-        status = hint if 400 <= hint < 500 or hint in (501, 505) else 400
-        raise ProtocolError(status, "Invalid HTTP request received.") from None
+    """h11's reading of one complete, raw-checked request head. Raises h11.ProtocolError."""
+    if _read_request is not None:
+        # h11's own request reader without its connection state machine, which
+        # Palfrey does not use (about a third of h11's cost per request, measured).
+        buffer = _ReceiveBuffer()
+        buffer += head
+        event = _read_request(buffer)
+    else:  # pragma: no cover - an h11 without the internal reader
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=slack + 1024)
+        conn.receive_data(head)
+        event = conn.next_event()
     if type(event) is not h11.Request:  # pragma: no cover - a complete head is a Request
-        raise ProtocolError(400, "Invalid HTTP request received.")
+        raise h11.RemoteProtocolError("incomplete request head")
     return event
-
-
-def _raw_fields(head: bytes) -> list[tuple[bytes, bytes]]:
-    """The header fields of a raw head (already checked for CRLF-only line ends)."""
-    fields = []
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name:
-            fields.append((name.lower(), value.strip(b" \t")))
-    return fields

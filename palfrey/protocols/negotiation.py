@@ -33,6 +33,7 @@ import h11
 from palfrey.protocols.http2_asyncio import HTTP2Protocol, Upgrade
 from palfrey.protocols.http2_fields import decode_settings
 from palfrey.protocols.http2_frames import PREFACE
+from palfrey.protocols.limits import field_has_token
 from palfrey.protocols.settings import HTTP2Settings, WebSocketSettings
 
 if TYPE_CHECKING:
@@ -43,9 +44,10 @@ __all__ = ["Negotiator", "negotiating"]
 ProtocolFactory = Callable[["ConnectionContext"], asyncio.Protocol]
 
 _UPGRADE_BODY_LIMIT = 1 << 20
-# A quick look for the Upgrade field in a complete head; the request is parsed properly
-# (with h11) only when this matches.
-_H2C = re.compile(rb"\r\nupgrade[ \t]*:[ \t]*h2c[ \t]*\r\n", re.IGNORECASE).search
+# A quick look for an Upgrade field naming h2c anywhere in its list, in a complete head;
+# the request is parsed properly (with h11, Connection and Upgrade read as token lists by
+# `_settings_field`) only when this matches.
+_H2C = re.compile(rb"\r\nupgrade[ \t]*:[^\r\n]*h2c", re.IGNORECASE).search
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
 
 
@@ -265,16 +267,15 @@ def _neither(buf: bytes) -> bool:
 
 def _settings_field(headers: Any) -> bytes | None:
     """The HTTP2-Settings value of a request that validly asks for h2c, else None."""
-    settings: list[bytes] = []
-    options: set[bytes] = set()
-    upgrade = False
-    for name, value in headers:
-        if name == b"http2-settings":
-            settings.append(bytes(value))
-        elif name == b"connection":
-            options.update(o.strip() for o in bytes(value).lower().split(b","))
-        elif name == b"upgrade":
-            upgrade = b"h2c" in (t.strip() for t in bytes(value).lower().split(b","))
-    if not upgrade or len(settings) != 1 or not {b"upgrade", b"http2-settings"} <= options:
+    fields = [(bytes(name), bytes(value)) for name, value in headers]
+    settings = [value for name, value in fields if name == b"http2-settings"]
+    # RFC 7540 §3.2: Upgrade lists h2c, Connection lists both Upgrade and HTTP2-Settings
+    # (token lists, read as everywhere else: `limits.tokens`).
+    if (
+        len(settings) != 1
+        or not field_has_token(fields, b"upgrade", b"h2c")
+        or not field_has_token(fields, b"connection", b"upgrade")
+        or not field_has_token(fields, b"connection", b"http2-settings")
+    ):
         return None
     return settings[0] if decode_settings(settings[0]) is not None else None

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HTTP2Settings",
+    "HTTP3Settings",
     "HTTPLimits",
     "HeaderSettings",
     "ProxyProtocolSettings",
@@ -85,6 +86,27 @@ class HTTP2Settings:
     max_client_resets: int
     max_control_frames: int
     #: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3): WebSocket over HTTP/2.
+    connect_protocol: bool
+
+
+@dataclass(frozen=True)
+class HTTP3Settings:
+    """The `http3` section as a QUIC endpoint needs it (filled by the plan)."""
+
+    idle_timeout: float
+    max_concurrent_streams: int
+    max_stream_data: int
+    max_data: int
+    max_field_section_size: int
+    qpack_max_table_capacity: int
+    qpack_blocked_streams: int
+    max_client_resets: int
+    retry: bool
+    early_data: bool
+    congestion_control: str  # "reno" or "cubic"
+    #: Alt-Svc max age in seconds, or None when Alt-Svc is not sent.
+    alt_svc_max_age: int | None
+    #: RFC 9220 WebSocket over HTTP/3 (extended CONNECT) is answered.
     connect_protocol: bool
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
 
+from palfrey.protocols.limits import field_has_token, tokens
+
 # RFC 6455 §1.3: the GUID appended to the client's key.
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -59,19 +61,17 @@ class Handshake:
 
 def header_tokens(values: list[bytes]) -> list[bytes]:
     """The comma-separated tokens of one or more header values, lower-cased."""
-    return [t.strip().lower() for v in values for t in v.split(b",") if t.strip()]
+    return [token for value in values for token in tokens(value)]
 
 
 def wants_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
-    """True when a request asks to switch to WebSocket: `Upgrade: websocket` together
-    with `Connection: upgrade` (RFC 9110 §7.8 ignores an Upgrade without the latter)."""
-    upgrade = connection = False
-    for name, value in headers:
-        if name == b"upgrade":
-            upgrade = upgrade or b"websocket" in value.lower()
-        elif name == b"connection":
-            connection = connection or b"upgrade" in value.lower()
-    return upgrade and connection
+    """True when a request asks to switch to WebSocket: `Upgrade` lists `websocket` and
+    `Connection` lists `upgrade`, each read as a token list (RFC 9110 §7.6.1, §7.8: an
+    Upgrade that Connection does not name is ignored; `Connection: xupgrade` names no
+    upgrade). A request that does not ask is served as plain HTTP, never dropped."""
+    return field_has_token(headers, b"upgrade", b"websocket") and field_has_token(
+        headers, b"connection", b"upgrade"
+    )
 
 
 def accept_key(key: bytes) -> bytes:

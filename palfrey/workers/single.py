@@ -99,7 +99,11 @@ class SingleProcess:
             manifest_watch = FileWatch([manifest])
         # The server gets duplicates: asyncio closes the sockets it serves on, and the
         # originals must survive for a re-exec.
-        serving = asyncio.ensure_future(server.serve([s.dup() for s in listeners.sockets]))
+        serving = asyncio.ensure_future(
+            server.serve(
+                [s.dup() for s in listeners.sockets], [s.dup() for s in listeners.quic_sockets()]
+            )
+        )
         started = asyncio.ensure_future(server.started.wait())
         await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
         started.cancel()

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,11 +41,11 @@ from typing import TYPE_CHECKING, Any
 from palfrey.exitcodes import EXIT_CRASH_LOOP
 from palfrey.plan.listeners import ListenerError
 from palfrey.plan.plan import Plan
-from palfrey.plan.realize import apply_logging, describe, export_env_file
+from palfrey.plan.realize import apply_logging, describe, describe_udp, export_env_file
 from palfrey.plan.resolve import ResolveError
 from palfrey.workers import sd_notify
 from palfrey.workers.messages import Drain, Ping, Pong, Ready, Recycle, Stop
-from palfrey.workers.sockets import ListenerSet, reusable
+from palfrey.workers.sockets import ListenerSet, reusable, reusable_quic
 from palfrey.workers.worker import WorkerArgs, worker_main
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ class WorkerHandle:
     plan: Plan
     generation: int
     trial: bool
+    #: The worker slot: its UDP socket in each QUIC group, and its connection IDs' mark.
+    slot: int = 0
     state: str = "starting"  # starting -> ready -> stopping
     expected_exit: bool = False
     ping_sent: float | None = None
@@ -149,12 +152,23 @@ class Supervisor:
             from palfrey.metrics.layout import Layout
 
             self.totals = Block(Layout(self.metrics.buckets))
+        # HTTP/3 (palfrey.workers.quic_steering): which worker holds each slot, the
+        # slots whose workers take new connections, and this run's connection-ID marker.
+        self.slots: dict[int, WorkerHandle] = {}
+        self.accepting: set[int] = set()
+        self.marker = secrets.randbelow(1 << 16)
+        self.reset_key = secrets.token_bytes(32)
 
     # -- entry point ----------------------------------------------------------------
 
     def run(self) -> int:
         """Bind, supervise until stopped, return the exit code. Raises ListenerError."""
-        self.listeners, _ = ListenerSet.open(self.plan)
+        self.listeners, _ = ListenerSet.open(self.plan, steered=True)
+        try:
+            self._steer(strict=True)
+        except ListenerError:
+            self.listeners.close_except()
+            raise
         try:
             return asyncio.run(self._main())
         finally:
@@ -170,6 +184,8 @@ class Supervisor:
         for listener, sock in zip(self.plan.listeners, self.listeners.sockets, strict=True):
             tls = listener.tls is not None
             logger.info("Palfrey running on %s (Press CTRL+C to quit)", describe(sock, tls=tls))
+        for group in self.listeners.quic.values():
+            logger.info("Palfrey serving HTTP/3 on %s", describe_udp(group.sockets[0]))
         self._install_signals(loop)
         health = await self._start_health()
         metrics = await self._start_metrics()
@@ -260,10 +276,23 @@ class Supervisor:
     # -- starting and stopping workers ------------------------------------------------
 
     def _spawn(self, *, trial: bool) -> WorkerHandle:
+        slot = next(n for n in range(len(self.slots) + 1) if n not in self.slots)
+        for group in self.listeners.quic.values():
+            group.ensure(slot + 1)  # raises ListenerError
         self._numbers += 1
         parent_conn, child_conn = self._context.Pipe(duplex=True)
         block = self._new_block()
-        args = WorkerArgs(self.plan, self.listeners.sockets, child_conn, self._numbers, block)
+        args = WorkerArgs(
+            plan=self.plan,
+            sockets=self.listeners.sockets,
+            conn=child_conn,
+            number=self._numbers,
+            quic=self.listeners.quic_sockets(slot),
+            slot=slot,
+            marker=self.marker,
+            reset_key=self.reset_key,
+            metrics_block=block,
+        )
         process = self._context.Process(
             target=worker_main, args=(args,), name=f"palfrey-worker-{self._numbers}"
         )
@@ -277,7 +306,9 @@ class Supervisor:
             generation=self.generation,
             trial=trial,
             block=block,
+            slot=slot,
         )
+        self.slots[slot] = worker
         self.workers.append(worker)
         loop = asyncio.get_running_loop()
         loop.add_reader(parent_conn.fileno(), self._on_message, worker)
@@ -287,7 +318,12 @@ class Supervisor:
 
     async def _start_worker(self, *, trial: bool) -> WorkerHandle | None:
         """Spawn a worker and wait until it serves; None if it failed to start."""
-        worker = self._spawn(trial=trial)
+        try:
+            worker = self._spawn(trial=trial)
+        except (ListenerError, ValueError) as exc:
+            logger.error("Cannot start a worker: %s", exc)
+            self.last_start_failure = 1
+            return None
         startup = worker.plan.server.lifespan.startup_timeout
         timeout = (startup or 0.0) + _READY_MARGIN if startup is not None else None
         waiting: set[asyncio.Future[Any]] = {worker.ready, worker.exited}
@@ -307,6 +343,7 @@ class Supervisor:
             return
         worker.state = "stopping"
         worker.expected_exit = True
+        self._accepts(worker, False)
         if not _send(worker, Drain() if drain else Stop()):
             _signal(worker, signal.SIGTERM)
         timeout = _stop_timeout(worker.plan, drain=drain)
@@ -329,6 +366,7 @@ class Supervisor:
             worker.last_pong = asyncio.get_running_loop().time()
         elif isinstance(message, Ready):
             worker.state = "ready"
+            self._accepts(worker, True)
             worker.last_pong = asyncio.get_running_loop().time()
             if not worker.ready.done():
                 worker.ready.set_result(True)
@@ -342,13 +380,17 @@ class Supervisor:
             loop.remove_reader(worker.conn.fileno())
         worker.process.join(1.0)  # the sentinel closes a moment before the zombie is reapable
         code = worker.process.exitcode
+        self._read_last_words(worker)
         worker.conn.close()
         self._retire_block(worker)
+        self._accepts(worker, False)
+        if self.slots.get(worker.slot) is worker:
+            del self.slots[worker.slot]
         if worker in self.workers:
             self.workers.remove(worker)
         was_ready = worker.state != "starting"
         if not worker.ready.done():
-            worker.ready.set_result(False)
+            worker.ready.set_result(was_ready)
         if not worker.exited.done():
             worker.exited.set_result(code if code is not None else -1)
         self._close_retired()
@@ -360,6 +402,19 @@ class Supervisor:
             logger.error("New worker [%d] failed to start (%s)", worker.pid, describe_exit(code))
             return
         self._crashed(worker, code)
+
+    def _read_last_words(self, worker: WorkerHandle) -> None:
+        """A Ready the worker sent just before it died may still be in the pipe: the exit
+        and the message can be seen in the same loop turn, exit first. Read it, so a worker
+        that served and then crashed is replaced as a crash, not taken for one that never
+        started (which, during the first boot, stops the whole server)."""
+        try:
+            while worker.conn.poll():
+                message = worker.conn.recv()
+                if isinstance(message, Ready) and worker.state == "starting":
+                    worker.state = "ready"
+        except (EOFError, OSError):
+            pass
 
     def _crashed(self, worker: WorkerHandle, code: int | None) -> None:
         self._count_restart(worker.killed_for or "crash")
@@ -397,6 +452,40 @@ class Supervisor:
     def _replace_later(self) -> None:
         if not self.stopping:
             self._spawn_task(self._reconcile())
+
+    # -- HTTP/3 steering ----------------------------------------------------------------
+
+    def _accepts(self, worker: WorkerHandle, accepting: bool) -> None:
+        """Let new QUIC connections reach `worker`'s slot, or stop them (its own
+        connections' packets reach it either way until it exits)."""
+        if not self.listeners.quic or self.slots.get(worker.slot) is not worker:
+            return
+        before = len(self.accepting)
+        if accepting:
+            self.accepting.add(worker.slot)
+        else:
+            self.accepting.discard(worker.slot)
+        if len(self.accepting) != before:
+            self._steer()
+
+    def _steer(self, *, strict: bool = False) -> None:
+        """Attach the steering program with the current accepting slots. `strict` (at
+        start-up) turns a refusal into a ListenerError: without the program a QUIC
+        connection's packets would be spread over the workers."""
+        accepting = sorted(self.accepting)
+        for group in self.listeners.quic.values():
+            try:
+                group.steer(self.marker, accepting)
+            except OSError as exc:
+                message = (
+                    f"cannot attach the program that keeps each HTTP/3 connection in one "
+                    f"worker to {group.spec} (SO_ATTACH_REUSEPORT_CBPF: {exc.strerror or exc}); "
+                    "allow that setsockopt (a container's seccomp profile may forbid it) "
+                    "or run one worker"
+                )
+                if strict:
+                    raise ListenerError(message) from None
+                logger.error("%s", message)
 
     # -- whole-pool operations --------------------------------------------------------
 
@@ -475,7 +564,12 @@ class Supervisor:
             if self.stopping:
                 return False
             try:
-                listeners, _ = ListenerSet.open(new, reuse=reusable(self.listeners))
+                listeners, _ = ListenerSet.open(
+                    new,
+                    reuse=reusable(self.listeners),
+                    reuse_quic=reusable_quic(self.listeners),
+                    steered=True,
+                )
             except ListenerError as exc:
                 logger.error("Reload failed, keeping the current configuration: %s", exc)
                 return False

@@ -36,6 +36,12 @@ class WorkerArgs:
     sockets: list[socket.socket]
     conn: Connection
     number: int
+    #: HTTP/3: this worker's slot socket of each QUIC listener, the slot, and the
+    #: connection-ID marker of this supervisor run (palfrey.workers.quic_steering).
+    quic: list[socket.socket]
+    slot: int
+    marker: int
+    reset_key: bytes
     #: The supervisor's metrics block for this worker (None: metrics off).
     metrics_block: Block | None = None
 
@@ -104,7 +110,9 @@ async def _serve(server: Any, args: WorkerArgs) -> None:
             server.shutdown()
 
     loop.add_reader(conn.fileno(), on_message)
-    serving = asyncio.ensure_future(server.serve(args.sockets))
+    server.quic_slot, server.quic_marker = args.slot, args.marker
+    server.quic_reset_key = args.reset_key
+    serving = asyncio.ensure_future(server.serve(args.sockets, args.quic))
     started = asyncio.ensure_future(server.started.wait())
     await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
     watcher = None

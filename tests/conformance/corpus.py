@@ -92,7 +92,7 @@ limit and timeout case fails on both backends and is not repeated below; 163 of 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 SMUGGLED_PATH: Final = "/smuggled"
@@ -130,6 +130,8 @@ class Echo:
     method: str = "GET"
     body: bytes = b""
     http_version: str = "1.1"
+    headers: tuple[tuple[bytes, bytes], ...] | None = None
+    """When set: exactly the header fields the app must get (names lower-case)."""
 
     def expected_body(self) -> bytes:
         if self.method == "HEAD":
@@ -166,6 +168,8 @@ class Case:
     """How long the client waits for the server to close."""
     answered_first: tuple[Echo, ...] = ()
     """Valid pipelined requests that must be served, in order, before the rejected one."""
+    splits: tuple[tuple[int, ...], ...] = ()
+    """Writes the boundary test must also try (offsets into `raw`), beside its own."""
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -914,6 +918,186 @@ _ACCEPTED = [
     ),
 ]
 
+# Request boundaries (issue 10): each reproducer of a smuggling, desync or lost request
+# found by differential fuzzing. test_http11_boundaries.py sends each of these split
+# into two writes as well.
+_SMUGGLE_BODY = SMUGGLED.replace(b"example.com", b"a")
+_DOUBLE_SPACED = (
+    b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab  cd  ef"
+    b"POST /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 4\r\n\r\nx  y"
+)
+_BOUNDARIES = [
+    ok(
+        "upgrade-not-taken-body-framed",
+        b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+        b"Content-Length: %d\r\n\r\n"
+        % len(_SMUGGLE_BODY)
+        + _SMUGGLE_BODY
+        + b"GET /last HTTP/1.1\r\n"
+        + HOST
+        + _CLOSE
+        + b"\r\n",
+        Echo("/", "POST", _SMUGGLE_BODY),
+        Echo("/last"),
+        rfc="RFC 9110 §7.8 (an Upgrade not taken: plain HTTP), RFC 9112 §6.3 (body by length)",
+    ),
+    ok(
+        "upgrade-not-taken-chunked-body-framed",
+        b"POST / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: foo\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n"
+        % len(_SMUGGLE_BODY)
+        + _SMUGGLE_BODY
+        + b"\r\n0\r\n\r\nGET /last HTTP/1.1\r\n"
+        + HOST
+        + _CLOSE
+        + b"\r\n",
+        Echo("/", "POST", _SMUGGLE_BODY),
+        Echo("/last"),
+        rfc="RFC 9110 §7.8, RFC 9112 §7.1",
+    ),
+    ok(
+        "connection-xupgrade-is-not-upgrade",
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: xupgrade\r\nUpgrade: websocket\r\n\r\n"
+        b"GET /next HTTP/1.1\r\n" + HOST + _CLOSE + b"\r\n",
+        Echo("/ws"),
+        Echo("/next"),
+        rfc="RFC 9110 §7.6.1 (Connection is a token list), §7.8",
+    ),
+    ok(
+        "chunked-trailers-never-headers",
+        _post(
+            _CLOSE + b"Transfer-Encoding: chunked\r\n",
+            b"5\r\nhello\r\n0\r\nX-Injected: 1\r\nHost: evil\r\n\r\n",
+        ),
+        Echo(
+            "/",
+            "POST",
+            b"hello",
+            headers=(
+                (b"host", b"example.com"),
+                (b"connection", b"close"),
+                (b"transfer-encoding", b"chunked"),
+            ),
+        ),
+        rfc="RFC 9112 §7.1.2 (trailers are not header fields; ASGI has no request trailers)",
+    ),
+    ok(
+        "large-body-then-pipelined-request",
+        _post(b"Content-Length: 20000\r\n", b"b" * 20000)
+        + b"GET /next HTTP/1.1\r\n"
+        + HOST
+        + _CLOSE
+        + b"\r\n",
+        Echo("/", "POST", b"b" * 20000),
+        Echo("/next"),
+        rfc="RFC 9112 §9.3.2 (a body over 16 KiB and a request in one read)",
+    ),
+    bad(
+        "h2c-upgrade-without-http2-then-bad-line",
+        b"GET /h2c HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        b"GET  /bad HTTP/1.1\r\nHost: a\r\n\r\n",
+        400,
+        "RFC 9110 §7.8 (h2c not offered: plain HTTP), RFC 9112 §3",
+        answered_first=(Echo("/h2c"),),
+    ),
+    bad(
+        "pipelined-get-then-line-double-space",
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET  /b HTTP/1.1\r\nHost: a\r\n\r\n",
+        400,
+        "RFC 9112 §3 (single SP), §9.3.2",
+        answered_first=(Echo("/a"),),
+    ),
+    replace(
+        ok(
+            "pipelined-bodies-with-double-spaces",
+            _DOUBLE_SPACED,
+            Echo("/a", "POST", b"ab  cd  ef"),
+            Echo("/b", "POST", b"x  y"),
+            rfc="RFC 9112 §6.3 (a body is not a request line)",
+        ),
+        # The first body in two reads, the next request in a third (what once failed).
+        splits=tuple(
+            (_DOUBLE_SPACED.index(b"cd  ef") + shift, _DOUBLE_SPACED.index(b"POST /b") + 5)
+            for shift in (-3, 0, 3)
+        ),
+    ),
+    ok(
+        "chunked-with-http10-in-a-field-value",
+        _post(_CLOSE + b"X-V: HTTP/1.0\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+        Echo("/", "POST"),
+        rfc="RFC 9112 §6.1 (the version is the request line's, not a field value's)",
+    ),
+    # No CRLF CRLF ever follows: the refusal must not wait for the head-read timeout.
+    bad(
+        "bare-lf-before-end-of-head-refused-at-once",
+        b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+        400,
+        "RFC 9112 §2.2 (bare LF rejected), RFC 9110 §15.5.1",
+        smuggle=False,
+    ),
+    bad(
+        "bare-cr-before-request-line",
+        b"\rGET / HTTP/1.1\r\n" + HOST + b"\r\n",
+        400,
+        "RFC 9112 §2.2 (only CRLF empty lines may precede; a bare CR is invalid)",
+    ),
+    bad(
+        "bare-lf-before-request-line",
+        b"\nGET / HTTP/1.1\r\n" + HOST + b"\r\n",
+        400,
+        "RFC 9112 §2.2 (bare LF rejected everywhere)",
+    ),
+    bad(
+        "unknown-method-in-malformed-line",
+        b"FOO /a b HTTP/1.1\r\n" + HOST + b"\r\n",
+        400,
+        "RFC 9112 §3 (an invalid request-line gets 400; 501 is for a valid line)",
+    ),
+    bad(
+        "line-rtsp-version",
+        b"GET / RTSP/1.0\r\n" + HOST + b"\r\n",
+        400,
+        'RFC 9112 §2.3 (HTTP-name is "HTTP")',
+    ),
+    bad(
+        "absolute-form-unterminated-ipv6",
+        b"GET http://[::1/first HTTP/1.1\r\n" + HOST + b"\r\n",
+        400,
+        "RFC 9112 §3.2.2, RFC 3986 §3.2.2 (IP-literal is closed by ']')",
+    ),
+    bad(
+        "absolute-form-empty-host",
+        b"GET http:///x HTTP/1.1\r\n" + HOST + b"\r\n",
+        400,
+        "RFC 9110 §4.2.1 (empty host MUST be rejected)",
+    ),
+    bad(
+        "absolute-form-userinfo",
+        b"GET http://u@h.example/ HTTP/1.1\r\n" + HOST + b"\r\n",
+        400,
+        "RFC 9110 §4.2.4 (userinfo: treat as an error)",
+    ),
+    bad(
+        "target-with-fragment",
+        b"GET /a#f HTTP/1.1\r\n" + HOST + b"\r\n",
+        400,
+        "RFC 9112 §3.2 (origin-form = absolute-path [ ? query ], no fragment)",
+    ),
+    bad(
+        "absolute-form-fragment-after-host",
+        b"PUT http://h.example#e/abs?q=1 HTTP/1.1\r\n" + HOST + b"Content-Length: 0\r\n\r\n",
+        400,
+        "RFC 9112 §3.2.2 (absolute-URI has no fragment)",
+    ),
+    ok(
+        "absolute-form-query-without-path",
+        b"GET http://h.example?q=1 HTTP/1.1\r\n" + HOST + _CLOSE + b"\r\n",
+        Echo("/"),
+        rfc="RFC 9112 §3.2.2, RFC 3986 §3 (path-abempty may be empty)",
+    ),
+]
+
 CASES: Final[tuple[Case, ...]] = (
     *_CONTENT_LENGTH,
     *_TRANSFER_ENCODING,
@@ -925,6 +1109,7 @@ CASES: Final[tuple[Case, ...]] = (
     *_LIMITS,
     *_TIMEOUTS,
     *_ACCEPTED,
+    *_BOUNDARIES,
 )
 
 assert len({case.id for case in CASES}) == len(CASES), "case ids must be unique"

@@ -19,6 +19,7 @@ class Served:
     method: str
     path: str
     http_version: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 class Recorder:
@@ -58,8 +59,9 @@ class EchoApp:
         if scope["type"] != "http":
             return
         method, path, version = scope["method"], scope["path"], scope["http_version"]
+        headers = tuple((bytes(name), bytes(value)) for name, value in scope["headers"])
         # Recorded on entry, before the body: a smuggled request counts even if it fails.
-        self.recorder.add(Served(method, path, version))
+        self.recorder.add(Served(method, path, version, headers))
         chunks: list[bytes] = []
         while True:
             message = await receive()

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 
 import h11
 
+#: Between the two writes of a split payload: long enough for the server to read the first
+#: on its own (if it reads both at once on a loaded machine, the case still holds).
+SPLIT_PAUSE = 0.01
+
 
 @dataclass(frozen=True)
 class Response:
@@ -100,6 +104,7 @@ def exchange(
     deadline: float = 2.5,
     dribble: float | None = None,
     methods: Sequence[str] = (),
+    split: int | tuple[int, ...] | None = None,
 ) -> Exchange:
     """Send `payload`, read until the server closes or `deadline` seconds pass, parse.
 
@@ -107,13 +112,21 @@ def exchange(
     bytes (slowloris), stopping early when the server answers or closes. The client never
     half-closes its side: a server must not need the client's EOF to finish an error.
     `methods` are the request methods in order (they decide HEAD response framing).
+    With `split` (an offset, or several), the payload goes as separate writes cut at
+    those offsets, `SPLIT_PAUSE` seconds apart, so that the server reads them separately.
     """
     started = time.monotonic()
     with socket.create_connection(address, timeout=deadline) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = _Reader(sock, started + deadline)
         try:
-            if dribble is None:
+            if split is not None:
+                cuts = (split,) if isinstance(split, int) else split
+                for start, end in zip((0, *cuts), (*cuts, len(payload)), strict=True):
+                    if start:
+                        reader.pump(SPLIT_PAUSE)
+                    sock.sendall(payload[start:end])
+            elif dribble is None:
                 sock.sendall(payload)
             else:
                 for index in range(len(payload)):

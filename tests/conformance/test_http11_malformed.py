@@ -82,4 +82,7 @@ def _check_accepted(
     assert [(s.method, s.path) for s in served] == [
         (echo.method, echo.path) for echo in expect.responses
     ], f"app served {served}: {context}"
+    for echo, seen in zip(expect.responses, served, strict=True):
+        if echo.headers is not None:
+            assert seen.headers == echo.headers, f"app got headers {seen.headers}: {context}"
     assert result.eof, f"connection not closed after 'Connection: close': {context}"

@@ -617,3 +617,33 @@ def test_curl(backend: str) -> None:
             timeout=10,
         )
         assert out.stdout == b"POST /c 1.1 from curlPOST /d 1.1 from curl"
+
+
+@pytest.mark.parametrize(
+    ("connection", "upgrade", "switched"),
+    [
+        (b"keep-alive, Upgrade, HTTP2-Settings", b"foo, h2c", True),
+        (b"Upgrade,HTTP2-Settings", b"h2c", True),
+        (b"xupgrade, HTTP2-Settings", b"h2c", False),
+        (b"Upgrade, HTTP2-Settings", b"h2cx", False),
+    ],
+)
+def test_h2c_upgrade_reads_connection_and_upgrade_as_token_lists(
+    backend: str, connection: bytes, upgrade: bytes, switched: bool
+) -> None:
+    # RFC 7540 §3.2 with RFC 9110 §7.6.1/§7.8 token lists, read as for WebSocket: a
+    # request that does not ask for h2c is plain HTTP/1.1, its body framed by length.
+    request = (
+        b"POST /t HTTP/1.1\r\nHost: x\r\nConnection: "
+        + connection
+        + b"\r\nUpgrade: "
+        + upgrade
+        + b"\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    with run_server(echo_app, backend=backend, http2={"enabled": True}) as running:
+        raw = raw_exchange(running.address, request)
+    if switched:
+        assert raw.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), raw[:200]
+    else:
+        assert raw.startswith(b"HTTP/1.1 200 OK\r\n"), raw[:200]
+        assert raw.endswith(b"POST /t 1.1 hello"), raw[-200:]

@@ -87,9 +87,59 @@ def test_systemd_sockets_are_used_when_passed_to_this_process() -> None:
     assert explicit.listeners[0].spec == ListenerSpec(kind="tcp", host="127.0.0.1", port=1)
 
 
-def test_http3_is_refused_not_ignored(tmp_path: object) -> None:
-    config = load_config(["main:app", "--http", "h3", "--ssl-certfile", "/c.pem"], environ={})
-    with pytest.raises(PlanError, match="HTTP/3 is not served"):
+H3 = ["main:app", "--http", "h3", "--ssl-certfile", "/c.pem"]
+
+
+def test_http3_puts_a_udp_listener_beside_each_tcp_address() -> None:
+    result = make_plan(H3, server={"bind": ("127.0.0.1:8443", "[::1]:8443", "unix:/tmp/s.sock")})
+    assert [str(q.spec) for q in result.quic] == ["udp:127.0.0.1:8443", "udp:[::1]:8443"]
+    assert result.connections.http3 is not None
+    assert "HTTP/3" in result.protocols()
+    described = "\n".join(result.describe())
+    assert "listener: quic://127.0.0.1:8443 (UDP), ALPN h3" in described
+    assert 'Alt-Svc: h3=":PORT"; ma=86400' in described
+    # http3.port: one UDP port for every TCP listener of an address.
+    shared = make_plan(
+        H3, server={"bind": ("127.0.0.1:8443", "127.0.0.1:9443")}, http3={"port": 443}
+    )
+    (only,) = shared.quic
+    assert only.spec.port == 443
+    assert not only.follow_port
+    assert [b.port for b in only.beside] == [8443, 9443]
+    # Port 0: the UDP port is whatever the TCP listener gets.
+    assert make_plan([*H3, "--port", "0"]).quic[0].follow_port
+
+
+def test_http3_settings_come_from_the_section() -> None:
+    settings = make_plan(
+        H3,
+        http3={
+            "max_concurrent_streams": 7,
+            "max_stream_data": "64KiB",
+            "alt_svc": False,
+            "retry": True,
+            "early_data": True,
+            "congestion_control": "cubic",
+        },
+    ).connections.http3
+    assert settings is not None
+    assert (settings.max_concurrent_streams, settings.max_stream_data) == (7, 65536)
+    assert settings.alt_svc_max_age is None
+    assert (settings.retry, settings.early_data, settings.congestion_control) == (
+        True,
+        True,
+        "cubic",
+    )
+    assert make_plan().connections.http3 is None
+    assert make_plan().quic == ()
+
+
+def test_http3_refuses_what_it_cannot_serve() -> None:
+    config = load_config([*H3, "--uds", "/tmp/a.sock"], environ={})
+    with pytest.raises(PlanError, match="HTTP/3 needs a TCP listener"):
+        plan(config, environ={})
+    config = load_config([*H3, "--ssl-cert-reqs", "2", "--ssl-ca-certs", "/ca.pem"], environ={})
+    with pytest.raises(PlanError, match="cannot ask for client certificates"):
         plan(config, environ={})
 
 
@@ -197,8 +247,8 @@ def test_reresolver_reports_what_startup_reports(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("palfrey.plan.check.installed", lambda module: module != "uvloop")
     with pytest.raises(ResolveError, match="needs the 'uvloop' package"):
         Reresolver(("main:app", "--loop", "uvloop"))()
-    with pytest.raises(ResolveError, match="HTTP/3 is not served"):
-        Reresolver(("main:app", "--http", "h3", "--ssl-certfile", "/c.pem"))()
+    with pytest.raises(ResolveError, match="HTTP/3 needs a TCP listener"):
+        Reresolver(("main:app", "--http", "h3", "--ssl-certfile", "/c.pem", "--uds", "/a.sock"))()
 
 
 def test_can_exec_only_a_command_line_that_runs_again(monkeypatch: pytest.MonkeyPatch) -> None:
