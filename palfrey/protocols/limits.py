@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 
 from palfrey.protocols.settings import HTTPLimits
+from palfrey.protocols.tokens import tokens
 
 
 class ProtocolError(Exception):
@@ -80,19 +81,6 @@ class Framing:
     expect_continue: bool = False
     #: An Upgrade field is present (RFC 9110 §7.8): worth a look for a WebSocket request.
     upgrade: bool = False
-
-
-def tokens(value: bytes) -> list[bytes]:
-    """The elements of a comma-separated list field value, lower-cased (RFC 9110 §5.6.1:
-    OWS around each element, empty elements ignored). The one reading of Connection,
-    Upgrade and every other list field, for every protocol path."""
-    return [token for token in (part.strip(b" \t").lower() for part in value.split(b",")) if token]
-
-
-def field_has_token(headers: list[tuple[bytes, bytes]], name: bytes, token: bytes) -> bool:
-    """Whether any `name` field (names lower-case) lists `token` (RFC 9110 §5.3: repeated
-    fields combine into one list)."""
-    return any(token in tokens(value) for field, value in headers if field == name)
 
 
 # -- the request line --------------------------------------------------------------

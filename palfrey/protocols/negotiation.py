@@ -33,8 +33,8 @@ import h11
 from palfrey.protocols.http2_asyncio import HTTP2Protocol, Upgrade
 from palfrey.protocols.http2_fields import decode_settings
 from palfrey.protocols.http2_frames import PREFACE
-from palfrey.protocols.limits import field_has_token
 from palfrey.protocols.settings import HTTP2Settings, WebSocketSettings
+from palfrey.protocols.tokens import field_has_token
 
 if TYPE_CHECKING:
     from palfrey.protocols.context import ConnectionContext

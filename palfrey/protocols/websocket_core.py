@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
 
-from palfrey.protocols.limits import field_has_token, tokens
+from palfrey.protocols.tokens import field_has_token, tokens
 
 # RFC 6455 §1.3: the GUID appended to the client's key.
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

@@ -18,13 +18,12 @@ from palfrey.protocols.limits import (
     HeadScanner,
     ProtocolError,
     check_request_line,
-    field_has_token,
     inspect_headers,
     origin_form,
     refusal,
-    tokens,
 )
 from palfrey.protocols.negotiation import _H2C, _settings_field
+from palfrey.protocols.tokens import field_has_token, tokens
 from palfrey.protocols.websocket_core import wants_websocket
 from tests.helpers.plans import make_plan
 
