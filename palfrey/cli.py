@@ -21,6 +21,7 @@ from palfrey.workers.launch import LAUNCH_ENV, Launch, can_fork, validate_in_chi
 if TYPE_CHECKING:
     from palfrey.config.arguments import Meta
     from palfrey.config.loader import Resolved
+    from palfrey.plan.cache import PlanCache
 
 
 def version_line() -> str:
@@ -48,15 +49,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve_launch(launch)
     args = list(sys.argv[1:] if argv is None else argv)
     command = argv is None
+    note = None
     if command and can_fork():
         import palfrey.plan.plan  # noqa: F401 - both processes need it: imported once, before
 
-        outcome = validate_in_child(lambda: front(args))
+        outcome, note = _cached_or_validated(args)
     else:
         outcome = front(args)
     if isinstance(outcome, int):
         return outcome
-    return serve_launch(outcome, launched=command)
+    return serve_launch(outcome, launched=command, note=note)
+
+
+def _cached_or_validated(args: list[str]) -> tuple[Launch | int, str]:
+    """The Launch stored for exactly these inputs (palfrey.plan.cache), else the outcome of
+    validating in a forked child, which stores a valid result for the next start; and a
+    note on which it was, for the debug log."""
+    from palfrey.plan.cache import PlanCache, serving_argv
+
+    cache = PlanCache.for_command(args)
+    if cache is None:
+        return validate_in_child(lambda: front(args)), "plan cache: no cache directory"
+    note = "not read by --check-config"
+    if serving_argv(args) == tuple(args):
+        found, warnings, note = cache.lookup()
+        if isinstance(found, Launch):
+            _warn(warnings)
+            return found, f"plan cache: {note}; not validated again"
+    outcome = validate_in_child(lambda: front(args, cache=cache), then=cache.flush)
+    return outcome, f"plan cache: {note}; validated"
 
 
 def _launched() -> Launch | int | None:
@@ -70,9 +91,10 @@ def _launched() -> Launch | int | None:
         return fail(f"cannot read the configuration handed over by exec: {exc}", 1)
 
 
-def front(args: Sequence[str]) -> Launch | int:
+def front(args: Sequence[str], cache: PlanCache | None = None) -> Launch | int:
     """Parse `args` once, read every layer, validate and plan: the Launch to serve, or
-    the exit code of a run that ends here (printing what it was asked to)."""
+    the exit code of a run that ends here (printing what it was asked to). A valid
+    Launch is handed to `cache` for storing (`server.plan_cache`)."""
     from palfrey.config.arguments import parse_args
     from palfrey.config.loader import ConfigError, resolve
 
@@ -86,7 +108,7 @@ def front(args: Sequence[str]) -> Launch | int:
         _warn(exc.warnings)
         return fail(exc.render(), EXIT_CONFIG)
     _warn(resolved.warnings)
-    return _act(resolved, args)
+    return _act(resolved, args, cache)
 
 
 def _warn(warnings: Sequence[str]) -> None:
@@ -107,7 +129,7 @@ def _standalone(meta: Meta) -> int | None:
     return None
 
 
-def _act(resolved: Resolved, args: Sequence[str]) -> Launch | int:
+def _act(resolved: Resolved, args: Sequence[str], cache: PlanCache | None) -> Launch | int:
     from palfrey.config.loader import ConfigError
     from palfrey.plan.resolve import Reresolver, plan_resolved
 
@@ -121,7 +143,7 @@ def _act(resolved: Resolved, args: Sequence[str]) -> Launch | int:
     if meta.show_origins:
         return fail("--show-origins goes with --print-config", EXIT_CONFIG)
     if meta.check_config:
-        return _check(resolved)
+        return _check(resolved, args, cache)
     if resolved.config.app is None:
         return fail(
             "no app given: pass an import string such as main:app, or set 'app' in the "
@@ -133,18 +155,30 @@ def _act(resolved: Resolved, args: Sequence[str]) -> Launch | int:
     except ConfigError as exc:
         return fail(exc.render(), EXIT_CONFIG)
     # argv travels along so SIGHUP can re-read every layer exactly as at startup.
-    return Launch(plan, Reresolver(tuple(args)))
+    launch = Launch(plan, Reresolver(tuple(args)))
+    _remember(cache, resolved, launch)
+    return launch
 
 
-def _check(resolved: Resolved) -> int:
+def _remember(cache: PlanCache | None, resolved: Resolved, launch: Launch) -> None:
+    if cache is not None and resolved.config.server.plan_cache:
+        cache.remember(launch, resolved.inputs, resolved.warnings)
+
+
+def _check(resolved: Resolved, args: Sequence[str], cache: PlanCache | None) -> int:
     """--check-config: the plan that `palfrey` would serve (made by the same function the
-    server's start-up calls), or every problem at once."""
+    server's start-up calls), or every problem at once. A valid plan is stored in the
+    plan cache for the same command line without --check-config (an image build step
+    warms the start of the container it builds)."""
     from palfrey.config.loader import ConfigError
+    from palfrey.plan.cache import serving_argv
     from palfrey.plan.check import check
+    from palfrey.plan.resolve import Reresolver
 
     plan, problems = check(resolved.config, resolved.origins, manifest=resolved.config_file)
     if problems or plan is None:
         return fail(ConfigError(problems).render(), EXIT_CONFIG)
+    _remember(cache, resolved, Launch(plan, Reresolver(serving_argv(args))))
     source = f" ({resolved.config_file})" if resolved.config_file else ""
     print(f"palfrey: configuration OK{source}")
     print(f"palfrey: would serve {plan.summary()}")

@@ -66,12 +66,19 @@ def serve(
         return fail(str(exc), EXIT_LISTENER)
 
 
-def serve_launch(launch: Launch, app: Any | None = None, *, launched: bool = True) -> int:
-    """Prepare this process for `launch` (env file, logging) and serve it."""
+def serve_launch(
+    launch: Launch, app: Any | None = None, *, launched: bool = True, note: str | None = None
+) -> int:
+    """Prepare this process for `launch` (env file, logging) and serve it; `note` (how the
+    plan was obtained) goes to the debug log."""
     from palfrey.plan.realize import apply_logging, export_env_file
 
     export_env_file(launch.plan)
     apply_logging(launch.plan)
+    if note is not None:
+        import logging
+
+        logging.getLogger("palfrey.error").debug("Configuration: %s", note)
     return serve(launch.plan, app, reresolve=launch.reresolve, launched=launched)
 
 

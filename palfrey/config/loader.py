@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from palfrey.config.arguments import Meta, ParsedArgs, parse_args
+from palfrey.config.inputs import Input, read_input
 from palfrey.config.model import Config, contradictions
 from palfrey.config.registry import by_path
 from palfrey.config.sources import (
@@ -51,6 +52,9 @@ class Resolved:
     meta: Meta = field(default_factory=Meta)
     warnings: tuple[str, ...] = ()
     config_file: Path | None = None
+    #: Every file the layers read, with a digest of the bytes read (the plan cache's
+    #: dependencies); an entry with no digest (a secrets directory) forbids caching.
+    inputs: tuple[Input, ...] = ()
 
 
 def _nest(values: Layer) -> dict[str, Any]:
@@ -106,7 +110,9 @@ def _contradiction_problems(config: Config, merged: Layer) -> list[Problem]:
     return problems
 
 
-def _read_env_file(path: str, environ: dict[str, str], problems: list[Problem]) -> dict[str, str]:
+def _read_env_file(
+    path: str, environ: dict[str, str], problems: list[Problem], inputs: list[Input]
+) -> dict[str, str]:
     """Load a dotenv file under the environment: variables already set win (as uvicorn).
 
     Returns the names it set, so their origin can say which file they came from.
@@ -114,10 +120,13 @@ def _read_env_file(path: str, environ: dict[str, str], problems: list[Problem]) 
     if not Path(path).is_file():
         problems.append(Problem(f"env file not found: {path}", Origin("env", "env_file")))
         return {}
+    import io
+
     from dotenv import dotenv_values  # only when an env file is used (about 1 MiB of RSS)
 
+    text = read_input(Path(path), inputs)
     loaded = {}
-    for name, value in dotenv_values(path).items():
+    for name, value in dotenv_values(stream=io.StringIO(text)).items():
         if value is not None and name not in environ:
             environ[name] = value
             loaded[name] = path
@@ -194,12 +203,13 @@ def resolve(
     # --env-file is read before anything else (SPEC §1), so it can hold PALFREY_* too.
     env_file = _first(parsed.layer.values.get(env_key), api.values.get(env_key))
     env_file = env_file or env.get("PALFREY_ENV_FILE")
-    loaded = _read_env_file(str(env_file), env, problems) if env_file else {}
+    inputs: list[Input] = []
+    loaded = _read_env_file(str(env_file), env, problems, inputs) if env_file else {}
 
     manifest = parsed.meta.config or config_file or env.get("PALFREY_CONFIG")
     files = file_layer(Path(manifest)) if manifest else LayerResult()
     if not env_file and env_key in files.values and files.values[env_key][0]:
-        loaded = _read_env_file(str(files.values[env_key][0]), env, problems)
+        loaded = _read_env_file(str(files.values[env_key][0]), env, problems, inputs)
 
     secrets_dir = parsed.meta.secrets_dir or env.get("PALFREY_SECRETS_DIR")
     secrets = secrets_layer(Path(secrets_dir)) if secrets_dir else LayerResult()
@@ -222,6 +232,7 @@ def resolve(
         meta=parsed.meta,
         warnings=warnings,
         config_file=Path(manifest) if manifest else None,
+        inputs=(*files.inputs, *inputs, *secrets.inputs),
     )
 
 

@@ -183,6 +183,16 @@ class ServerSection(Section):
     avoids that and keeps up to twice it of freed heap. "none" keeps the allocator's
     defaults, as does setting MALLOC_MMAP_THRESHOLD_ in the environment."""
 
+    plan_cache: Annotated[bool, Flag("--plan-cache")] = True
+    """Keep the plan of a valid configuration in a per-user cache
+    ($XDG_CACHE_HOME/palfrey/plans, else ~/.cache/palfrey/plans) and, at the next start
+    with the very same command line, environment, files and installed packages, serve it
+    without validating again: start-up then skips loading the validation library. Any
+    difference (one byte of the manifest or env file, a variable, a flag, an upgrade)
+    validates afresh. A configuration that reads a secrets directory or holds a secret
+    value is never cached. `palfrey --check-config` with the same settings fills the
+    cache, e.g. while building an image. Off: every start validates, nothing is stored."""
+
     reload_on_change: bool = False
     """Watch the manifest file (and the TLS certificate, key and CA files) and reload when
     they change, as on SIGHUP: the manifest through a rolling restart, TLS files in place

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import yaml
 
+from palfrey.config.inputs import Input, read_input
 from palfrey.config.model import SECTIONS
 from palfrey.config.registry import ENV_PREFIX, Option, by_flat_env, by_path, by_uvicorn_param
 
@@ -68,6 +69,8 @@ class LayerResult:
 
     values: Layer = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    #: The files read, with a digest of their bytes (palfrey.plan.cache checks them).
+    inputs: list[Input] = field(default_factory=list)
 
 
 # -- suggestions ----------------------------------------------------------------------------
@@ -234,10 +237,13 @@ def _read_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
         raise ManifestError(f"{path}: invalid YAML: {exc}") from None
 
 
-def read_manifest(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
-    """Parse a manifest into (data, line numbers by key path)."""
+def read_manifest(
+    path: Path, inputs: list[Input] | None = None
+) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """Parse a manifest into (data, line numbers by key path); the file read is added to
+    `inputs`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_input(path, [] if inputs is None else inputs)
     except FileNotFoundError:
         raise ManifestError(f"config file not found: {path}") from None
     except OSError as exc:
@@ -273,7 +279,7 @@ def read_manifest(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int
 def file_layer(path: Path) -> LayerResult:
     result = LayerResult()
     try:
-        data, lines = read_manifest(path)
+        data, lines = read_manifest(path, result.inputs)
     except ManifestError as exc:
         result.problems.append(Problem(str(exc)))
         return result
@@ -406,6 +412,8 @@ def secrets_layer(directory: Path) -> LayerResult:
     because a mounted Secret often holds unrelated keys (tls.crt, tls.key).
     """
     result = LayerResult()
+    # Secret values are never written to the plan cache: a start-up reading them validates.
+    result.inputs.append(Input(str(directory), None))
     if not directory.is_dir():
         result.problems.append(Problem(f"secrets directory not found: {directory}"))
         return result

@@ -24,14 +24,13 @@ start something else.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import pickle
 import sys
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from palfrey.plan.plan import Plan
@@ -72,11 +71,14 @@ def can_fork() -> bool:
     return hasattr(os, "fork") and os.name == "posix"
 
 
-def validate_in_child(front: Callable[[], Launch | int]) -> Launch | int:
+def validate_in_child(
+    front: Callable[[], Launch | int], then: Callable[[], None] | None = None
+) -> Launch | int:
     """Run `front` (read the layers, validate, plan) in a forked child process and return
     what it returned: the Launch to serve, or the exit code of a run that ends there
     (--check-config, --version, a configuration error). The child's output goes straight
-    to this process's stdout and stderr."""
+    to this process's stdout and stderr. `then` runs in the child once the outcome is
+    sent (storing it in the plan cache)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child; its outcome is what the tests check
@@ -84,7 +86,7 @@ def validate_in_child(front: Callable[[], Launch | int]) -> Launch | int:
         # Third-party pydantic plugins (found by scanning every installed distribution's
         # entry points) have no business observing the server's own configuration.
         os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-        _child(front, write_fd)
+        _child(front, write_fd, then)
     os.close(write_fd)
     _warm_up()
     with open(read_fd, "rb") as pipe:
@@ -98,7 +100,9 @@ def validate_in_child(front: Callable[[], Launch | int]) -> Launch | int:
     return 1
 
 
-def _child(front: Callable[[], Launch | int], write_fd: int) -> NoReturn:  # pragma: no cover
+def _child(  # pragma: no cover
+    front: Callable[[], Launch | int], write_fd: int, then: Callable[[], None] | None
+) -> NoReturn:
     code = 1
     try:
         try:
@@ -111,6 +115,8 @@ def _child(front: Callable[[], Launch | int], write_fd: int) -> NoReturn:  # pra
         with open(write_fd, "wb") as pipe:
             pipe.write(pickle.dumps(outcome))
         code = 0
+        if then is not None:
+            then()
     except BaseException:
         import traceback
 
@@ -161,52 +167,12 @@ def _anonymous_file(data: bytes) -> int:
     return fd
 
 
-def _dataclasses(value: Any) -> Iterator[type]:
-    """Every dataclass type in `value`'s object graph (what pickling it records)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        yield type(value)
-        for item in dataclasses.fields(value):
-            yield from _dataclasses(getattr(value, item.name))
-    elif isinstance(value, (tuple, list, frozenset, set)):
-        for item in value:
-            yield from _dataclasses(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _dataclasses(item)
-
-
-def _layout(classes: Iterator[type]) -> dict[str, tuple[str, ...]]:
-    return {
-        f"{cls.__module__}:{cls.__qualname__}": tuple(f.name for f in dataclasses.fields(cls))
-        for cls in classes
-    }
-
-
-def _same_layout(layout: dict[str, tuple[str, ...]]) -> bool:
-    """Whether this code's classes have the fields that were pickled (dataclasses unpickle
-    field by field, so a changed class would silently miss values)."""
-    import importlib
-
-    for name, fields in layout.items():
-        module, _, qualname = name.partition(":")
-        try:
-            cls: Any = importlib.import_module(module)
-            for part in qualname.split("."):
-                cls = getattr(cls, part)
-        except (ImportError, AttributeError):
-            return False
-        if not dataclasses.is_dataclass(cls):
-            return False
-        if tuple(f.name for f in dataclasses.fields(cls)) != fields:
-            return False
-    return True
-
-
 def launch_env(launch: Launch) -> dict[str, str]:
     """The environment entry through which the re-executed image finds `launch`."""
     from palfrey._version import __version__
+    from palfrey.plan.layout import layout_of
 
-    envelope = (__version__, _layout(_dataclasses(launch)), pickle.dumps(launch))
+    envelope = (__version__, layout_of(launch), pickle.dumps(launch))
     return {LAUNCH_ENV: str(_anonymous_file(pickle.dumps(envelope)))}
 
 
@@ -216,6 +182,7 @@ def read_launch(environ: MutableMapping[str, str]) -> Launch | None:
     reload): the caller then validates the configuration again with this version's rules.
     Raises OSError or ValueError when it is missing or cannot be read."""
     from palfrey._version import __version__
+    from palfrey.plan.layout import same_layout
 
     raw = environ.pop(LAUNCH_ENV, "")
     if not raw.isdigit():
@@ -223,7 +190,7 @@ def read_launch(environ: MutableMapping[str, str]) -> Launch | None:
     with open(int(raw), "rb") as file:
         try:
             version, layout, data = pickle.load(file)
-            if version != __version__ or not _same_layout(layout):
+            if version != __version__ or not same_layout(layout):
                 return None
             launch = pickle.loads(data)
         except (pickle.UnpicklingError, EOFError, TypeError, ValueError) as exc:
