@@ -252,8 +252,10 @@ class PlanCache:
             return None, (), f"ignored: {exc}"
         try:
             fmt, key, inputs, warnings, layout, payload = pickle.loads(data)
-            if fmt != FORMAT or key != self.key:
+            if fmt != FORMAT:
                 return None, (), "ignored: written by another version"
+            if key != self.key:
+                return None, (), "ignored: stored under another key"
             changed = _current(inputs)
             if changed is not None:
                 return None, (), f"{changed} changed"
