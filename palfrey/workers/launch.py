@@ -80,9 +80,14 @@ def validate_in_child(
     to this process's stdout and stderr. `then` runs in the child once the outcome is
     sent (storing it in the plan cache)."""
     read_fd, write_fd = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child; its outcome is what the tests check
         os.close(read_fd)
+        # systemd passed its sockets to the process it started (LISTEN_PID names it,
+        # sd_listen_fds(3)); the child plans on that process's behalf, which serves them.
+        if os.environ.get("LISTEN_PID") == str(parent):
+            os.environ["LISTEN_PID"] = str(os.getpid())
         # Third-party pydantic plugins (found by scanning every installed distribution's
         # entry points) have no business observing the server's own configuration.
         os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")

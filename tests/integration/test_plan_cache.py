@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -309,3 +310,51 @@ def test_a_reload_of_a_cached_start_validates_and_keeps_serving_on_errors(site: 
         proc.signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     assert site.importers() != []  # each reload validated
+
+
+def test_systemd_sockets_are_served_whether_validated_or_cached(site: Site) -> None:
+    """systemd passes listening sockets from fd 3 to the process it starts, named by
+    LISTEN_PID. The validating child plans on that process's behalf, and a cached plan
+    (LISTEN_PID differs at every start, it names the new process each time) does too."""
+    # No host or port in the manifest: those would take precedence over systemd's sockets.
+    site.manifest.write_text('app = "app:app"\n[server]\nheaders = ["X-Test: a"]\n')
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    env = clean_env({**site.env, "LISTEN_FDS": "1"})
+    # As systemd does: LISTEN_PID is the pid of the process that runs palfrey.
+    command = ["sh", "-c", 'export LISTEN_PID=$$; exec "$0" "$@"', PALFREY]
+    command += ["--config", "palfrey.toml", "--log-level", "debug"]
+    try:
+        for verdict in (VALIDATED, HIT):
+            proc = subprocess.Popen(
+                command,
+                cwd=site.root,
+                env=env,
+                pass_fds=(3,),
+                preexec_fn=lambda: (os.dup2(fd, 3), None)[1],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+            try:
+                assert _get(f"http://127.0.0.1:{port}/").headers["x-test"] == "a"
+            finally:
+                proc.terminate()
+                log = proc.communicate(timeout=20)[0]
+            assert f"running on http://127.0.0.1:{port}" in log
+            assert verdict in log
+    finally:
+        listener.close()
+
+
+def _get(url: str) -> httpx.Response:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return httpx.get(url, timeout=5)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
