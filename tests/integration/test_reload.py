@@ -66,9 +66,12 @@ def test_dev_reload_restarts_on_a_file_change(tmp_path: Path) -> None:
         proc.wait_until_serving()
         assert _wait_for_body(proc.url, "one")
         proc.wait_for_log("Will watch for changes")
-        # The watcher arms itself a moment after it logs; rewrite until it reacts.
+        # The watcher arms itself a moment after it logs; rewrite until it reacts. The new
+        # source differs in length: CPython trusts a .pyc whose recorded source mtime (whole
+        # seconds) and size both match, so a same-size rewrite within the second that wrote
+        # "one" would be served from the stale bytecode.
         for _ in range(10):
-            (tmp_path / "app.py").write_text(_app("two"))
+            (tmp_path / "app.py").write_text(_app("two, rewritten"))
             try:
                 proc.wait_for_log("Reloading", timeout=1.5)
                 break
