@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from palfrey.asgi.http_cycle import HTTPCycle
@@ -86,6 +87,20 @@ class HTTP11Cycle(HTTPCycle):
 
 Request = tuple[bytes, bytes, str, list[tuple[bytes, bytes]]]
 """A parsed head: method, target, HTTP version ("1.1"), fields (names lower-case)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSwitch:
+    """An HTTP/1.1 request that asked to leave HTTP/1.1 (a WebSocket opening handshake,
+    RFC 6455 §4.1), as the connection hands it over: its HTTP scope, built exactly as an
+    HTTP request's would be (proxy headers and extensions applied), its field list and
+    version, and the bytes the client sent after the head. The connection writes nothing
+    after it."""
+
+    scope: Scope
+    headers: list[tuple[bytes, bytes]]
+    version: str
+    rest: bytes
 
 
 class HTTP11Connection(asyncio.Protocol):
@@ -741,7 +756,9 @@ class HTTP11Connection(asyncio.Protocol):
         return Framing(keep_alive=False)
 
     def switch_protocol(self, rest: bytes) -> None:
-        """The parser stopped after an upgrade request: the transport leaves HTTP/1.1."""
+        """The parser stopped after an upgrade request: the transport leaves HTTP/1.1.
+        The request goes out as a `ProtocolSwitch`; what comes back is the protocol that
+        owns the transport from now on, or a refusal to write before closing."""
         request, self.upgrade_request = self.upgrade_request, None
         assert request is not None
         self._rejected = True  # whatever happens next, no more HTTP/1.1 on this connection
@@ -750,7 +767,19 @@ class HTTP11Connection(asyncio.Protocol):
             self._timer = None
         from palfrey.protocols.websocket_http11 import upgrade
 
-        switched = upgrade(self, *request, rest)
+        method, target, version, headers = request
+        switch = ProtocolSwitch(
+            self._scope(method, target, version, headers), headers, version, rest
+        )
+        outcome = upgrade(self.ctx, switch)
         self._closed = True  # the transport is the WebSocket's, or closing after a refusal
-        if switched:
-            self.ctx.state.connections.discard(self)
+        transport = self.transport
+        if isinstance(outcome, bytes):
+            transport.write(outcome)
+            transport.close()
+            return
+        connections = self.ctx.state.connections
+        connections.discard(self)
+        connections.add(outcome)
+        transport.set_protocol(outcome)
+        outcome.connection_made(transport)

@@ -1,16 +1,18 @@
 """WebSocket over an upgraded HTTP/1.1 connection (RFC 6455 §4).
 
-The HTTP/1.1 connection parses the upgrade request as any other head, then calls
-`upgrade`, which checks the opening handshake (§4.2.1), builds the ASGI scope and hands
-the transport to a `WebSocketHTTP11` protocol. A refused handshake gets a complete 4xx
-response and the connection ends; with no WebSocket backend the answer says so.
+The HTTP/1.1 connection parses the upgrade request as any other head, then hands a
+`ProtocolSwitch` (the request's scope, fields and the bytes after the head) to `upgrade`,
+which checks the opening handshake (§4.2.1) and answers with what the connection does
+next: a `WebSocketHTTP11` protocol to give the transport to, or the bytes of a complete 4xx
+response to write before closing (with no WebSocket backend the answer says so). This
+module never touches the HTTP/1.1 connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from palfrey.protocols.http11_response import CRLF, encode_head, status_line
 from palfrey.protocols.websocket_core import HandshakeError, check_handshake
@@ -21,8 +23,9 @@ from palfrey.protocols.websocket_endpoint import (
 )
 
 if TYPE_CHECKING:
+    from palfrey.asgi.types import Scope
     from palfrey.protocols.context import ConnectionContext
-    from palfrey.protocols.http11_base import HTTP11Connection
+    from palfrey.protocols.http11_base import ProtocolSwitch
     from palfrey.protocols.settings import WebSocketSettings
 
 logger = logging.getLogger("palfrey.error")
@@ -41,18 +44,33 @@ class WebSocketHTTP11(WebSocketEndpoint, asyncio.Protocol):
         self,
         ctx: ConnectionContext,
         settings: WebSocketSettings,
-        transport: asyncio.Transport,
+        scope: Scope,
         accept_key: bytes,
+        extension_offers: list[bytes],
+        rest: bytes,
     ) -> None:
         super().__init__(ctx, settings)
-        self.transport = transport
-        self._write = transport.write  # type: ignore[method-assign]
-        self._writelines = transport.writelines  # type: ignore[method-assign,assignment]
+        self._scope = scope
         self._accept_key = accept_key
+        self._offers = extension_offers
+        self._rest = rest
         self._read_paused = False
         self._closed = False
 
     # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The HTTP/1.1 connection hands its transport over: run the app, then read what
+        the client sent after the handshake."""
+        self.transport = transport = cast(
+            asyncio.Transport, transport
+        )  # uvloop's is not a subclass
+        self._write = transport.write  # type: ignore[method-assign]
+        self._writelines = transport.writelines  # type: ignore[method-assign,assignment]
+        self.start(self._scope, self._offers)
+        rest, self._rest = self._rest, b""
+        if rest:
+            self.feed(rest)
 
     def data_received(self, data: bytes) -> None:
         self.feed(data)
@@ -135,63 +153,47 @@ class WebSocketHTTP11(WebSocketEndpoint, asyncio.Protocol):
         self.ctx.state.connections.discard(self)
 
 
-def upgrade(
-    conn: HTTP11Connection,
-    method: bytes,
-    target: bytes,
-    version: str,
-    headers: list[tuple[bytes, bytes]],
-    rest: bytes,
-) -> bool:
-    """Take over `conn`'s transport for the WebSocket its request asked for; False when
-    the handshake was refused (the response is written and the transport closing)."""
-    ctx = conn.ctx
-    transport = conn.transport
-    scope = conn._scope(method, target, version, headers)
+def upgrade(ctx: ConnectionContext, switch: ProtocolSwitch) -> WebSocketHTTP11 | bytes:
+    """The answer to an HTTP/1.1 request that asked for a WebSocket: the protocol that
+    takes the transport over, or when the handshake is refused the complete response to
+    write before the connection closes."""
     # ASGI WebSocket scope: no method; ws/wss (the proxy hook, if any, already ran and
     # chose http/https from X-Forwarded-Proto or the transport).
+    scope = switch.scope
     scope["type"] = "websocket"
     scope["scheme"] = "wss" if scope["scheme"] in ("https", "wss") else "ws"
     http_method = scope.pop("method")
-    scope["extensions"] = scope_extensions(conn.extensions)
+    scope["extensions"] = scope_extensions(scope.get("extensions") or {})
     settings = ctx.websocket
     try:
         if settings is None or settings.engine is None:
             _warn_no_backend()
             raise HandshakeError(400, "WebSocket is not supported by this server")
-        handshake = check_handshake(http_method, version, headers)
+        handshake = check_handshake(http_method, switch.version, switch.headers)
     except HandshakeError as exc:
-        _refuse(conn, scope, exc)
-        return False
+        return _refusal(ctx, scope, exc)
     scope["subprotocols"] = handshake.subprotocols
-    endpoint = WebSocketHTTP11(ctx, settings, transport, handshake.accept)
-    ctx.state.connections.add(endpoint)
-    transport.set_protocol(endpoint)
-    endpoint.start(scope, handshake.extensions)
-    if rest:
-        endpoint.feed(rest)
-    return True
+    return WebSocketHTTP11(
+        ctx, settings, scope, handshake.accept, handshake.extensions, switch.rest
+    )
 
 
-def _refuse(conn: HTTP11Connection, scope: dict[str, object] | object, exc: HandshakeError) -> None:
+def _refusal(ctx: ConnectionContext, scope: Scope, exc: HandshakeError) -> bytes:
     body = exc.reason.encode("latin-1", "replace") + b"\n"
-    data = b"".join(
+    if ctx.observer is not None:
+        WebSocketExchange(scope, ctx.observer).answered(exc.status, list(exc.headers), len(body))
+    return b"".join(
         (
             status_line(exc.status),
             b"content-type: text/plain; charset=utf-8\r\n",
             b"content-length: %d\r\n" % len(body),
             b"".join(name + b": " + value + CRLF for name, value in exc.headers),
             b"connection: close\r\n",
-            conn.ctx.defaults.block(),
+            ctx.defaults.block(),
             CRLF,
             body,
         )
     )
-    conn.transport.write(data)
-    conn.transport.close()
-    observer = conn.ctx.observer
-    if observer is not None:
-        WebSocketExchange(scope, observer).answered(exc.status, exc.headers, len(body))  # type: ignore[arg-type]
 
 
 def _warn_no_backend() -> None:
