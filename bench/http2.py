@@ -1,5 +1,5 @@
-"""HTTP/2 benchmark: Palfrey against hypercorn and uvicorn's zttp HTTP/2 with h2load, in
-one run, on the same app (`bench/apps.py`).
+"""HTTP/2 benchmark: Palfrey against hypercorn, uvicorn's zttp HTTP/2 and granian (Rust, the
+stretch reference) with h2load, in one run, on the same app (`bench/apps.py`).
 
     .venv/bin/python bench/http2.py                      # every scenario, 10 s each
     .venv/bin/python bench/http2.py --duration 5 --scenarios h2c --json out.json
@@ -66,13 +66,22 @@ class Result:
 
 
 def make_cert(folder: Path) -> tuple[Path, Path]:
+    """A trustme certificate for 127.0.0.1, its key in PKCS#8 (the only form granian reads)."""
     import trustme
+    from cryptography.hazmat.primitives import serialization
 
     ca = trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1")
     certfile, keyfile = folder / "cert.pem", folder / "key.pem"
     cert.cert_chain_pems[0].write_to_path(certfile)
-    cert.private_key_pem.write_to_path(keyfile)
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), None)
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return certfile, keyfile
 
 
@@ -108,6 +117,16 @@ def command(
         if cert:
             argv += ["--ssl-certfile", cert[0], "--ssl-keyfile", cert[1]]
         return argv
+    if server == "granian":
+        # HTTP/2 only: prior knowledge over h2c, ALPN h2 over TLS.
+        script = Path(PYTHON).parent / "granian"
+        argv = [str(script)] if script.exists() else [PYTHON, "-m", "granian"]
+        argv += ["--interface", "asgi", "--loop", "uvloop", "--workers", "1"]
+        argv += ["--host", "127.0.0.1", "--port", str(port), "--http", "2"]
+        argv += ["--no-access-log", "--log-level", "warning"]
+        if cert:
+            argv += ["--ssl-certificate", cert[0], "--ssl-keyfile", cert[1]]
+        return [*argv, "apps:app"]
     raise ValueError(server)
 
 
@@ -353,7 +372,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument(
         "--servers",
-        default="palfrey,hypercorn,uvicorn-zttp",
+        default="palfrey,hypercorn,uvicorn-zttp,granian",
         help="comma-separated; `palfrey@DIR` runs Palfrey from another checkout",
     )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), type=lambda v: v.split(","))
