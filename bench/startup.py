@@ -118,7 +118,7 @@ def start_once(
     pin = [] if cpu == "all" else ["taskset", "-c", cpu]
     command = [*pin, *server.command(port)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PALFREY_", "UVICORN_"))}
-    env["PYTHONPATH"] = str(BENCH)
+    env["PYTHONPATH"] = ":".join(p for p in (str(BENCH), os.environ.get("PYTHONPATH", "")) if p)
     # Compiled bytecode is what deployed servers start from (pip writes it at install).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     # Palfrey's plan cache lives in this run's own directory: the discarded first start
