@@ -86,3 +86,21 @@ def test_the_settings_a_page_names_exist(page: Path) -> None:
                 unknown.append(key)
     unknown += [name for name in _ENV.findall(text) if not _valid_env(name)]
     assert not unknown, f"{page.relative_to(ROOT)} names settings that do not exist: {unknown}"
+
+
+_PLACEHOLDER = re.compile(r"^\s*(?:[A-Z][A-Z0-9]*_)+[A-Z0-9]+\s*$|\b(?:TODO|TBD|FIXME)\b")
+
+
+@pytest.mark.parametrize("page", SITE_PAGES, ids=lambda p: p.relative_to(DOCS).as_posix())
+def test_no_page_holds_a_placeholder(page: Path) -> None:
+    """A line that is only an upper-case token (RESULTS_WRK) or a TODO is a figure or a
+    paragraph someone meant to fill in; outside code blocks, none may reach the site."""
+    found = []
+    fenced = False
+    for number, line in enumerate(page.read_text(encoding="utf-8").split("\n"), 1):
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+            continue
+        if not fenced and _PLACEHOLDER.search(line):
+            found.append(f"line {number}: {line.strip()}")
+    assert not found, f"{page.relative_to(ROOT)} has placeholders: {found}"
