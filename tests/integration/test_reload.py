@@ -216,7 +216,8 @@ import os
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    body = f"{os.environ.get('GREETING')} {os.environ.get('FROM_OPERATOR')}"
+    get = os.environ.get
+    body = f"{get('GREETING')} {get('FROM_OPERATOR')} {get('LEFT')}"
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body.encode()})
 """
@@ -225,22 +226,24 @@ async def app(scope, receive, send):
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sighup_applies_an_edited_env_file(tmp_path: Path, workers: str) -> None:
     """The env file's variables are exported into the serving processes; after an edit
-    and a SIGHUP the new values apply, while the operator's own variables still win."""
+    and a SIGHUP the new values apply and a variable removed from the file is gone (new
+    workers are forked by a fork server that started with the first file's environment),
+    while the operator's own variables still win."""
     (tmp_path / "app.py").write_text(ENV_APP)
     env_file = tmp_path / "app.env"
-    env_file.write_text("GREETING=hello\nFROM_OPERATOR=from-file\n")
+    env_file.write_text("GREETING=hello\nFROM_OPERATOR=from-file\nLEFT=yes\n")
     args = ["app:app", "--port", "0", "--lifespan", "off", "--env-file", "app.env"]
     args += ["--workers", workers]
     with PalfreyProcess(args, cwd=tmp_path, env={"FROM_OPERATOR": "operator"}) as proc:
         proc.wait_until_serving()
-        assert _wait_for_body(proc.url, "hello") == "hello operator"
+        assert _wait_for_body(proc.url, "hello") == "hello operator yes"
         env_file.write_text("GREETING=bonjour\nFROM_OPERATOR=from-file\n")
         proc.signal(signal.SIGHUP)
-        assert _wait_for_body(proc.url, "bonjour") == "bonjour operator"
+        assert _wait_for_body(proc.url, "bonjour") == "bonjour operator None"
         # And again: the value exported by the first reload is not mistaken for the
         # operator's either.
         env_file.write_text("GREETING=hallo\n")
         proc.signal(signal.SIGHUP)
-        assert _wait_for_body(proc.url, "hallo") == "hallo operator"
+        assert _wait_for_body(proc.url, "hallo") == "hallo operator None"
         proc.signal(signal.SIGTERM)
         assert proc.wait(20) == 0
