@@ -145,7 +145,7 @@ class Supervisor:
         self._signals = 0
         # Workers are forked by multiprocessing's fork server, a fresh single-threaded
         # interpreter started with the first worker that has imported the serving code
-        # once (`_preload`): a worker then starts with a fork and its app's import instead
+        # once (`preload`): a worker then starts with a fork and its app's import instead
         # of a whole interpreter start-up. The supervisor itself never forks (it runs
         # threads and an event loop), and the fork server never imports the app.
         self._context = multiprocessing.get_context("forkserver")
@@ -812,12 +812,17 @@ def _signal(worker: WorkerHandle, sig: int) -> None:
 def preload(plan: Plan) -> list[str]:
     """The modules the fork server imports before it forks the first worker: the
     worker's entry point, the server and the protocol stack and event loop this plan
-    serves with. A worker of a reloaded plan that needs another stack imports it itself."""
-    modules = ["palfrey.workers.worker", "palfrey.server", "palfrey.protocols.negotiation"]
-    if plan.connections.http1 == "httptools":
+    serves with (the modules `realize.protocol_factory` and `server.loop_factory` import
+    for it; the plan holds the resolved loop, never "auto"). A worker of a reloaded plan
+    that needs another stack imports it itself."""
+    connections = plan.connections
+    modules = ["palfrey.workers.worker", "palfrey.server"]
+    if connections.http1 == "httptools":
         modules.append("palfrey.protocols.http11_httptools")
     else:
         modules.append("palfrey.protocols.http11_h11")
-    if plan.server.loop in ("uvloop", "auto"):
+    if connections.http2 is not None:
+        modules.append("palfrey.protocols.negotiation")
+    if plan.server.loop == "uvloop":
         modules.append("uvloop")
     return modules
