@@ -62,9 +62,8 @@ class WebSocketHTTP11(WebSocketEndpoint, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """The HTTP/1.1 connection hands its transport over: run the app, then read what
         the client sent after the handshake."""
-        self.transport = transport = cast(
-            asyncio.Transport, transport
-        )  # uvloop's is not a subclass
+        # uvloop's transports do not subclass asyncio.Transport.
+        self.transport = transport = cast(asyncio.Transport, transport)
         self._write = transport.write  # type: ignore[method-assign]
         self._writelines = transport.writelines  # type: ignore[method-assign,assignment]
         self.start(self._scope, self._offers)
