@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from procstat import cpu_seconds, free_port
+from tls import make_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -66,22 +67,8 @@ class Result:
 
 
 def make_cert(folder: Path) -> tuple[Path, Path]:
-    """A trustme certificate for 127.0.0.1, its key in PKCS#8 (the only form granian reads)."""
-    import trustme
-    from cryptography.hazmat.primitives import serialization
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    certfile, keyfile = folder / "cert.pem", folder / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(certfile)
-    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), None)
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    """tls.py's trustme certificate for 127.0.0.1 (key in PKCS#8, which granian needs)."""
+    _, certfile, keyfile = make_certificate(folder)
     return certfile, keyfile
 
 
