@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 import os
 import re
 import signal
@@ -19,6 +18,7 @@ import httpx
 import pytest
 import trustme
 
+from tests.helpers.observe import access_records
 from tests.helpers.process import ROOT, PalfreyProcess
 
 pytestmark = pytest.mark.timeout(90)
@@ -31,23 +31,6 @@ HYPERCORN_FORMAT = '%(h)s %(l)s %(l)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 def _palfrey(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> PalfreyProcess:
     command = ["observability_app:app", "--app-dir", APP_DIR, "--host", "127.0.0.1"]
     return PalfreyProcess([*command, "--port", "0", *args], cwd=tmp_path, env=env)
-
-
-def _json_lines(proc: PalfreyProcess, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
-    """The first `count` JSON access lines the process wrote."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = []
-        for line in proc.log.splitlines():
-            if line.startswith("{"):
-                record = json.loads(line)
-                if record.get("logger") == "palfrey.access":
-                    found.append(record)
-        if len(found) >= count:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(found)} of {count} access lines:\n{proc.log}")
-        time.sleep(0.05)
 
 
 def _lines_matching(proc: PalfreyProcess, pattern: str, count: int) -> list[str]:
@@ -70,7 +53,7 @@ def test_json_lines_for_http11_requests(tmp_path: Path) -> None:
         with httpx.Client(base_url=proc.url, timeout=10) as client:
             assert client.get("/slow", params={"a": "1 2"}).status_code == 200
             assert client.post("/echo", content=b"x" * 1000).content == b"x" * 1000
-        lines = _json_lines(proc, 3)[-2:]
+        lines = access_records(proc, 3)[-2:]
     slow, echo = lines
     assert slow["event"] == "request"
     assert (slow["method"], slow["path"], slow["query"]) == ("GET", "/slow", "a=1+2")
@@ -126,7 +109,7 @@ def test_json_lines_for_http2_over_tls(tmp_path: Path, pki: tuple[Path, Path, Pa
             assert response.http_version == "HTTP/2"
             slow = client.get(url + "/slow")
             assert slow.http_version == "HTTP/2"
-        echo, slow_line = _json_lines(proc, 2)
+        echo, slow_line = access_records(proc, 2)
     assert (echo["method"], echo["path"], echo["status"]) == ("POST", "/echo", 200)
     assert (echo["http_version"], echo["protocol"], echo["scheme"]) == ("2", "HTTP/2", "https")
     assert (echo["request_bytes"], echo["body_bytes"]) == (5000, 5000)
@@ -149,7 +132,7 @@ def test_websocket_session_lines(tmp_path: Path) -> None:
                 ws.send(message)
                 assert ws.recv(timeout=10) == message
             time.sleep(0.05)
-        lines = _json_lines(proc, 3)
+        lines = access_records(proc, 3)
     handshake, close = [line for line in lines if line["path"] == "/chat"]
     assert handshake["event"] == "handshake"
     assert (handshake["status"], handshake["query"], handshake["scheme"]) == (101, "room=1", "ws")

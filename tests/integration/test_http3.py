@@ -24,6 +24,7 @@ import pytest
 import trustme
 
 from tests.helpers.h3client import H3Client, h3_connect
+from tests.helpers.observe import access_records, metrics_url, parse, total
 from tests.helpers.process import BIN, PalfreyProcess, clean_env
 from tests.integration.http3_app import pattern
 
@@ -703,8 +704,6 @@ def test_alt_svc_on_http2_responses_too(pki: tuple[Path, Path]) -> None:
 
 def test_access_log_and_metrics_count_http3_requests(pki: tuple[Path, Path]) -> None:
     """HTTP/3 requests reach the JSON access log and /metrics like HTTP/1.1 and HTTP/2's."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     fields = (
         "%(method)s %(path)s %(protocol)s %(http_version)s %(scheme)s %(status)s "
         "%(body_bytes)s %(request_bytes)s %(duration_ms)s %(tls_version)s"
@@ -722,37 +721,14 @@ def test_access_log_and_metrics_count_http3_requests(pki: tuple[Path, Path]) -> 
     with h3_server(pki, *args) as (proc, port):
         responses = asyncio.run(main(port))
         assert [r.status for r in responses] == [200, 200]
-        records: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 15
-        while len(records) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-            records = [
-                json.loads(line)
-                for line in proc.log.splitlines()
-                if line.startswith("{") and json.loads(line).get("logger") == "palfrey.access"
-            ]
-        proc.wait_for_log("Metrics on http://")
-        found = re.search(r"Metrics on http://127\.0\.0\.1:(\d+)/metrics", proc.log)
-        assert found is not None, proc.log
-        exposition = httpx.get(f"http://127.0.0.1:{found.group(1)}/metrics", timeout=10).text
-    hello, digest = records
+        hello, digest = access_records(proc, 2)
+        samples = parse(httpx.get(metrics_url(proc), timeout=10).text)
     assert (hello["method"], hello["path"], hello["status"]) == ("GET", "/hello", 200)
     assert (hello["protocol"], hello["http_version"], hello["scheme"]) == ("HTTP/3", "3", "https")
     assert hello["tls_version"] == "TLSv1.3"
     assert (digest["request_bytes"], digest["body_bytes"]) == (len(upload), len(responses[1].body))
     assert 0 <= digest["duration_ms"] < 10_000
-    samples = {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(exposition)
-        for sample in family.samples
-    }
-
-    def total(name: str, **labels: str) -> float:
-        return sum(
-            v for (n, found), v in samples.items() if n == name and set(labels.items()) <= found
-        )
-
-    assert total("palfrey_requests_total", protocol="HTTP/3") == 2
-    assert total("palfrey_requests_total", protocol="HTTP/3", method="POST") == 1
-    assert total("palfrey_request_body_bytes_total", protocol="HTTP/3") == len(upload)
-    assert total("palfrey_request_duration_seconds_count", protocol="HTTP/3") == 2
+    assert total(samples, "palfrey_requests_total", protocol="HTTP/3") == 2
+    assert total(samples, "palfrey_requests_total", protocol="HTTP/3", method="POST") == 1
+    assert total(samples, "palfrey_request_body_bytes_total", protocol="HTTP/3") == len(upload)
+    assert total(samples, "palfrey_request_duration_seconds_count", protocol="HTTP/3") == 2

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.observe import Samples, metrics_url, parse, total
 from tests.helpers.process import ROOT, PalfreyProcess
 from tests.helpers.server import make_config, run_server
 from tests.integration.observability_app import app
@@ -25,37 +26,10 @@ from tests.integration.observability_app import app
 pytestmark = pytest.mark.timeout(120)
 
 APP_DIR = str(ROOT / "tests" / "integration")
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    """Every sample of an exposition, parsed by prometheus_client's own parser."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[sample.name, frozenset(sample.labels.items())] = sample.value
-    return samples
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def requests_total(samples: Samples, **labels: str) -> float:
-    return sum(
-        v
-        for (name, found), v in samples.items()
-        if name == "palfrey_requests_total" and set(labels.items()) <= found
-    )
-
-
-def _metrics_url(proc: PalfreyProcess) -> str:
-    proc.wait_for_log("Metrics on http://")
-    port = re.search(r"Metrics on http://127\.0\.0\.1:(\d+)/metrics", proc.log)
-    assert port is not None, proc.log
-    return f"http://127.0.0.1:{port.group(1)}/metrics"
 
 
 def scrape(url: str) -> Samples:
@@ -118,11 +92,11 @@ def test_counts_across_workers_kills_and_rollovers(tmp_path: Path) -> None:
     _manifest(manifest, "v1", 2)
     with PalfreyProcess(["--config", str(manifest)], cwd=tmp_path) as proc:
         proc.wait_until_serving("/status/204")
-        url = _metrics_url(proc)
+        url = metrics_url(proc)
         proc.wait_for_log("Started worker process", count=2)
         _get_many(proc.url, 30)
         expected = 31  # and the readiness probe
-        samples = wait_for(url, lambda s: requests_total(s) == expected)
+        samples = wait_for(url, lambda s: total(s, "palfrey_requests_total") == expected)
         assert value(samples, "palfrey_workers") == 2
         assert value(samples, "palfrey_workers_spawned_total") == 2
         count = value(samples, "palfrey_request_duration_seconds_count", protocol="HTTP/1.1")
@@ -145,11 +119,11 @@ def test_counts_across_workers_kills_and_rollovers(tmp_path: Path) -> None:
         proc.wait_for_log("Started worker process", count=3)
         proc.wait_for_log(f"Worker [{victim}] died")
         samples = wait_for(url, lambda s: value(s, "palfrey_workers") == 2)
-        assert requests_total(samples) == expected
+        assert total(samples, "palfrey_requests_total") == expected
         assert value(samples, "palfrey_worker_restarts_total", reason="crash") == 1
         _get_many(proc.url, 10)
         expected += 10
-        wait_for(url, lambda s: requests_total(s) == expected)
+        wait_for(url, lambda s: total(s, "palfrey_requests_total") == expected)
 
         # A SIGHUP rollover to a changed manifest: every worker replaced, nothing lost.
         _manifest(manifest, "v2", 2)
@@ -158,7 +132,7 @@ def test_counts_across_workers_kills_and_rollovers(tmp_path: Path) -> None:
         samples = wait_for(
             url, lambda s: value(s, "palfrey_config_reloads_total", outcome="success") == 1
         )
-        assert requests_total(samples) == expected
+        assert total(samples, "palfrey_requests_total") == expected
         assert value(samples, "palfrey_worker_restarts_total", reason="reload") == 2
         assert value(samples, "palfrey_workers_spawned_total") == 5
         assert _config_info(samples)["hash"] != first_hash
@@ -166,7 +140,7 @@ def test_counts_across_workers_kills_and_rollovers(tmp_path: Path) -> None:
         expected += 1
         _get_many(proc.url, 5)
         expected += 5
-        wait_for(url, lambda s: requests_total(s) == expected)
+        wait_for(url, lambda s: total(s, "palfrey_requests_total") == expected)
 
         # An unchanged manifest is an "unchanged" reload; a broken one a "failure".
         manifest.write_text("this is [not toml")
@@ -194,9 +168,9 @@ def test_single_process_reload_keeps_counts_and_changes_the_hash(tmp_path: Path)
     _manifest(manifest, "v1", 1)
     with PalfreyProcess(["--config", str(manifest)], cwd=tmp_path) as proc:
         proc.wait_until_serving("/status/204")
-        url = _metrics_url(proc)
+        url = metrics_url(proc)
         _get_many(proc.url, 7)
-        samples = wait_for(url, lambda s: requests_total(s) == 8)
+        samples = wait_for(url, lambda s: total(s, "palfrey_requests_total") == 8)
         first = _config_info(samples)
         assert "palfrey_workers" not in {name for name, _ in samples}
         _manifest(manifest, "v2", 1)
@@ -212,7 +186,7 @@ def test_single_process_reload_keeps_counts_and_changes_the_hash(tmp_path: Path)
                 break
             assert time.monotonic() < deadline, proc.log
             time.sleep(0.05)
-        samples = wait_for(url, lambda s: requests_total(s) == 8 + served)
+        samples = wait_for(url, lambda s: total(s, "palfrey_requests_total") == 8 + served)
         assert value(samples, "palfrey_config_reloads_total", outcome="success") == 1
         assert _config_info(samples)["hash"] != first["hash"]
 
@@ -281,11 +255,11 @@ def test_methods_statuses_and_bytes(metered: tuple[Any, str]) -> None:
         client.post("/echo", content=b"z" * 50)
         client.request("PURGE", "/")  # not one of the known methods: counted as "other"
         client.get("/status/503")
-    samples = wait_for(url, lambda s: requests_total(s) == 4)
-    assert requests_total(samples, method="GET", status_class="4xx") == 1
-    assert requests_total(samples, method="GET", status_class="5xx") == 1
-    assert requests_total(samples, method="POST", status_class="2xx") == 1
-    assert requests_total(samples, method="other", status_class="2xx") == 1
+    samples = wait_for(url, lambda s: total(s, "palfrey_requests_total") == 4)
+    assert total(samples, "palfrey_requests_total", method="GET", status_class="4xx") == 1
+    assert total(samples, "palfrey_requests_total", method="GET", status_class="5xx") == 1
+    assert total(samples, "palfrey_requests_total", method="POST", status_class="2xx") == 1
+    assert total(samples, "palfrey_requests_total", method="other", status_class="2xx") == 1
     assert value(samples, "palfrey_request_body_bytes_total", protocol="HTTP/1.1") == 50
 
 
@@ -305,7 +279,7 @@ def test_websocket_sessions_and_connections(metered: tuple[Any, str]) -> None:
 
     during = asyncio.run(session())
     assert value(during, "palfrey_connections") >= 1
-    assert requests_total(during, protocol="WebSocket", status_class="1xx") == 1
+    assert total(during, "palfrey_requests_total", protocol="WebSocket", status_class="1xx") == 1
     after = wait_for(
         url, lambda s: value(s, "palfrey_websocket_messages_total", direction="in") == 1
     )
@@ -319,7 +293,7 @@ def test_promtool_finds_no_problem(metered: tuple[Any, str]) -> None:
         pytest.skip("promtool is not installed (Debian package prometheus); .ci/run installs it")
     running, url = metered
     httpx.get(running.url + "/slow", timeout=10)
-    wait_for(url, lambda s: requests_total(s) == 1)
+    wait_for(url, lambda s: total(s, "palfrey_requests_total") == 1)
     # promtool lints the Prometheus text format (what a scrape without Accept gets).
     text = httpx.get(url, timeout=10).text
     checked = subprocess.run(
@@ -364,5 +338,5 @@ def test_http2_requests_and_streams() -> None:
             during = wait_for(url, lambda s: value(s, "palfrey_streams", protocol="HTTP/2") == 1)
             waiting.join(15)
     assert value(during, "palfrey_connections") == 1  # one HTTP/2 connection
-    assert requests_total(during, protocol="HTTP/2", status_class="2xx") == 5
+    assert total(during, "palfrey_requests_total", protocol="HTTP/2", status_class="2xx") == 5
     assert value(during, "palfrey_request_duration_seconds_count", protocol="HTTP/2") == 5
