@@ -1,5 +1,5 @@
 """Listening sockets kept across reloads: bound once, reused when a new Config asks for
-the same listener, handed to workers (as file descriptors) and across a re-exec (single process).
+the same listener, handed to workers (spawn) and across a re-exec (single process).
 
 A listener is identified by its `ListenerSpec` (host/port, UNIX path, fd). A reload that
 keeps a spec keeps its socket, so the kernel's accept queue is never closed and no

@@ -1,11 +1,9 @@
 """The supervisor: one parent process that binds the listeners and keeps `workers.count`
 worker processes serving on them.
 
-The parent never imports the app. It starts workers through multiprocessing's fork
-server (a fresh single-threaded interpreter, started with the first worker, that imports
-the serving code once and forks each worker from itself), handing each the pickled Plan
-(palfrey.plan.plan, so workers never import pydantic), its environment and the listening
-sockets as file descriptors; it pings
+The parent never imports the app. It spawns workers (multiprocessing "spawn": a fresh
+interpreter, the pickled Plan (palfrey.plan.plan, so workers never import pydantic) and
+the listening sockets as file descriptors), pings
 each one over a pipe (answered by the worker's event loop, so a blocked loop counts as
 hung), replaces dead and hung workers with an exponential back-off, and gives up with
 exit status 1 on a crash loop. Signals:
@@ -143,13 +141,7 @@ class Supervisor:
         self._ops: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._signals = 0
-        # Workers are forked by multiprocessing's fork server, a fresh single-threaded
-        # interpreter started with the first worker that has imported the serving code
-        # once (`preload`): a worker then starts with a fork and its app's import instead
-        # of a whole interpreter start-up. The supervisor itself never forks (it runs
-        # threads and an event loop), and the fork server never imports the app.
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(preload(plan))
+        self._context = multiprocessing.get_context("spawn")
         # Metrics: the layout every worker's block has, and the supervisor's own block
         # (retired workers' counters, restarts, reloads). Kept for the whole run: a
         # reload that changes `metrics` needs a restart.
@@ -299,7 +291,6 @@ class Supervisor:
             slot=slot,
             marker=self.marker,
             reset_key=self.reset_key,
-            environ=dict(os.environ),
             metrics_block=block,
         )
         process = self._context.Process(
@@ -807,22 +798,3 @@ def _signal(worker: WorkerHandle, sig: int) -> None:
     if worker.pid and worker.process.exitcode is None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker.pid, sig)
-
-
-def preload(plan: Plan) -> list[str]:
-    """The modules the fork server imports before it forks the first worker: the
-    worker's entry point, the server and the protocol stack and event loop this plan
-    serves with (the modules `realize.protocol_factory` and `server.loop_factory` import
-    for it; the plan holds the resolved loop, never "auto"). A worker of a reloaded plan
-    that needs another stack imports it itself."""
-    connections = plan.connections
-    modules = ["palfrey.workers.worker", "palfrey.server"]
-    if connections.http1 == "httptools":
-        modules.append("palfrey.protocols.http11_httptools")
-    else:
-        modules.append("palfrey.protocols.http11_h11")
-    if connections.http2 is not None:
-        modules.append("palfrey.protocols.negotiation")
-    if plan.server.loop == "uvloop":
-        modules.append("uvloop")
-    return modules

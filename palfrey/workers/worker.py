@@ -42,25 +42,17 @@ class WorkerArgs:
     slot: int
     marker: int
     reset_key: bytes
-    #: The supervisor's environment when it started this worker: the fork server that
-    #: forks workers keeps the environment it started with, and a reload may have
-    #: exported another env file since.
-    environ: dict[str, str]
     #: The supervisor's metrics block for this worker (None: metrics off).
     metrics_block: Block | None = None
 
 
 def worker_main(args: WorkerArgs) -> None:
-    """Entry point of a worker process (the multiprocessing target, forked by the fork
-    server)."""
+    """Entry point of a worker process (multiprocessing spawn target)."""
     # Job-control and reload signals are the supervisor's; a worker ignores them (the
     # default action of TTIN/TTOU would stop the process). SIGUSR1 (reopen log files) is
     # handled by the event loop once it runs.
     for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
-    if os.environ != args.environ:
-        os.environ.clear()
-        os.environ.update(args.environ)
     from palfrey.plan.realize import apply_logging, export_env_file
 
     export_env_file(args.plan)

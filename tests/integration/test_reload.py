@@ -226,9 +226,8 @@ async def app(scope, receive, send):
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sighup_applies_an_edited_env_file(tmp_path: Path, workers: str) -> None:
     """The env file's variables are exported into the serving processes; after an edit
-    and a SIGHUP the new values apply and a variable removed from the file is gone (new
-    workers are forked by a fork server that started with the first file's environment),
-    while the operator's own variables still win."""
+    and a SIGHUP the new values apply and a variable removed from the file is gone from
+    the new serving processes, while the operator's own variables still win."""
     (tmp_path / "app.py").write_text(ENV_APP)
     env_file = tmp_path / "app.env"
     env_file.write_text("GREETING=hello\nFROM_OPERATOR=from-file\nLEFT=yes\n")

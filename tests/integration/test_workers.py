@@ -112,6 +112,23 @@ def test_two_workers_serve_and_a_killed_one_is_replaced(site: Path) -> None:
         assert proc.wait(20) == 0
 
 
+def test_sigterm_to_the_whole_process_group_stops_cleanly(site: Path) -> None:
+    """systemd's default stop (KillMode=control-group), `timeout` and `kill -TERM -PGID`
+    signal every process at once: each worker drains and exits 0, and the supervisor
+    reads those statuses (none is taken for a crash and replaced) and exits 0."""
+    with PalfreyProcess(["--config", "palfrey.toml", "--workers", "2"], cwd=site) as proc:
+        proc.wait_until_serving()
+        proc.wait_for_log("Application startup complete", count=2)
+        pids = _worker_pids(proc)
+        assert proc.proc is not None
+        os.killpg(proc.proc.pid, signal.SIGTERM)  # the server leads its own session
+        assert proc.wait(20) == 0
+        for pid in pids:
+            assert f"Worker [{pid}] exited with exit code 0" in proc.log, proc.log
+        assert "died" not in proc.log
+        assert proc.count("Started worker process") == 2
+
+
 def test_sigterm_drains_in_flight_requests(site: Path) -> None:
     with PalfreyProcess(["--config", "palfrey.toml", "--workers", "2"], cwd=site) as proc:
         proc.wait_until_serving()
