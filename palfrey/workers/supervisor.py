@@ -344,8 +344,12 @@ class Supervisor:
         worker.state = "stopping"
         worker.expected_exit = True
         self._accepts(worker, False)
-        if not _send(worker, Drain() if drain else Stop()):
-            _signal(worker, signal.SIGTERM)
+        # A message that cannot be delivered means the worker's end of the pipe is closed:
+        # it is already exiting (its own SIGTERM from a process-group signal, or a crash).
+        # No SIGTERM then: once its event loop has closed, the default action would kill
+        # a worker that is finishing cleanly and its exit 0 would read as a signal death.
+        # The timeout below still kills a worker that hangs on the way out.
+        _send(worker, Drain() if drain else Stop())
         timeout = _stop_timeout(worker.plan, drain=drain)
         try:
             await asyncio.wait_for(asyncio.shield(worker.exited), timeout)
