@@ -36,6 +36,12 @@ class ClientDisconnected(OSError):
 _EAGER = sys.version_info >= (3, 12)
 """Python 3.12+ can start a Task eagerly (asyncio eager task start)."""
 
+_TASK_NAME = "palfrey.http"
+"""The name of every request's Task before Python 3.12. Without one, Python 3.10 and 3.11
+format "Task-<n>" for each Task they make (about 1,400 instructions, a hello request's
+1%); 3.12 formats a name only when asked. As on 3.12's eager path, the Task is made
+directly, not through the loop's task factory."""
+
 _monotonic = time.monotonic
 
 
@@ -188,11 +194,11 @@ class HTTPCycle:
             # response is written before this returns, with no loop round trip.
             self.task = asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg,unused-ignore]
         elif context is None:
-            self.task = loop.create_task(coro)
+            self.task = asyncio.Task(coro, loop=loop, name=_TASK_NAME)
         else:
             # A task copies the context current at its creation (Python 3.10 has no
             # `context=` argument), so create it inside the fresh one.
-            self.task = context.run(loop.create_task, coro)
+            self.task = context.run(asyncio.Task, coro, loop=loop, name=_TASK_NAME)
 
     async def run(self, app: ASGIApp) -> None:
         state = self.ctx.state
