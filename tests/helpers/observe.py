@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Any
 
 from tests.helpers.process import PalfreyProcess
@@ -16,19 +15,14 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 def access_records(proc: PalfreyProcess, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
     """The first `count` JSON access lines the process wrote."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = []
-        for line in proc.log.splitlines():
-            if line.startswith("{"):
-                record = json.loads(line)
-                if record.get("logger") == "palfrey.access":
-                    found.append(record)
-        if len(found) >= count:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(found)} of {count} access lines:\n{proc.log}")
-        time.sleep(0.05)
+    lines = proc.wait_for_lines(
+        _is_access_record, count=count, timeout=timeout, what="access lines"
+    )
+    return [json.loads(line) for line in lines]
+
+
+def _is_access_record(line: str) -> bool:
+    return line.startswith("{") and json.loads(line).get("logger") == "palfrey.access"
 
 
 def metrics_url(proc: PalfreyProcess) -> str:

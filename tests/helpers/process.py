@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -104,13 +104,29 @@ class PalfreyProcess:
             return sum(text in line for line in self.lines)
 
     def wait_for_log(self, text: str, *, count: int = 1, timeout: float = 15.0) -> None:
+        self.wait_for_lines(
+            lambda line: text in line, count=count, timeout=timeout, what=repr(text)
+        )
+
+    def wait_for_lines(
+        self,
+        select: Callable[[str], bool],
+        *,
+        count: int = 1,
+        timeout: float = 15.0,
+        what: str = "matching lines",
+    ) -> list[str]:
+        """The output lines `select` accepts, once there are at least `count` of them."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while sum(text in line for line in self.lines) < count:
+            while True:
+                found = [line for line in self.lines if select(line)]
+                if len(found) >= count:
+                    return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     log = self.log_unlocked()
-                    raise AssertionError(f"{text!r} x{count} not logged in {timeout}s:\n{log}")
+                    raise AssertionError(f"{what} x{count} not logged in {timeout}s:\n{log}")
                 self._lock.wait(min(remaining, 0.2))
 
     def log_unlocked(self) -> str:

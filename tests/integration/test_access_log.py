@@ -34,14 +34,10 @@ def _palfrey(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> P
 
 
 def _lines_matching(proc: PalfreyProcess, pattern: str, count: int) -> list[str]:
-    deadline = time.monotonic() + 15
-    while True:
-        found = [line for line in proc.log.splitlines() if re.search(pattern, line)]
-        if len(found) >= count:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{pattern!r} x{count} not in:\n{proc.log}")
-        time.sleep(0.05)
+    search = re.compile(pattern).search
+    return proc.wait_for_lines(
+        lambda line: search(line) is not None, count=count, what=repr(pattern)
+    )
 
 
 # -- JSON lines -----------------------------------------------------------------------------
