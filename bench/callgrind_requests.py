@@ -7,7 +7,9 @@ path through the event loop. The server runs twice, once serving `--base` reques
 once `--base + --requests`; the difference of the serving process's totals divided by
 `--requests` is the cost of one request, start-up and handshake excluded. Unlike
 requests per second this does not move with the machine's load, so it is the figure to
-compare versions with (kernel time is not counted: see `tls.py` for that).
+compare versions with (kernel time is not counted: see `tls.py` for that). Start-up
+itself varies by a million instructions or two between runs, so keep `--requests` in the
+thousands (100 requests can even come out negative).
 
     python bench/callgrind_requests.py --servers palfrey,uvicorn --modes cleartext,tls
     python bench/callgrind_requests.py --servers palfrey --modes tls --path /echo
@@ -34,10 +36,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 ECHO_BODY = b"x" * 65536
 
 
-def serve_and_count(server: str, mode: str, path: str, count: int, folder: Path) -> int:
+def serve_and_count(
+    server: str, mode: str, path: str, count: int, folder: Path, pems: tuple[Path, Path, Path]
+) -> int:
     """Instructions of the serving process after it answered `count` requests (plus a
-    100-request warm-up), then stopped."""
-    ca, cert, key = make_certificate(folder)
+    100-request warm-up), then stopped. `pems`: the CA, certificate and key files."""
+    ca, cert, key = pems
     port = free_port()
     argv = [sys.executable, "-m", server, "apps:app", "--host", HOST, "--port", str(port)]
     argv += ["--http", "httptools", "--loop", "uvloop", "--no-access-log"]
@@ -120,11 +124,13 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        pems = make_certificate(folder)
         for server in args.servers.split(","):
             for mode in args.modes.split(","):
-                low = serve_and_count(server, mode, args.path, args.base, Path(tmp))
+                low = serve_and_count(server, mode, args.path, args.base, folder, pems)
                 high = serve_and_count(
-                    server, mode, args.path, args.base + args.requests, Path(tmp)
+                    server, mode, args.path, args.base + args.requests, folder, pems
                 )
                 per = (high - low) / args.requests
                 rows.append((server, mode, per))
